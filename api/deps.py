@@ -1,0 +1,36 @@
+"""FastAPI dependencies as typed aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+
+from api.hub import Hub
+from shared.settings import Settings, get_settings
+from shared.store import GenerationStore
+
+
+def get_store(request: Request) -> GenerationStore:
+    """The process's generation store (created in the app's lifespan)."""
+    store: GenerationStore = request.app.state.store
+    return store
+
+
+def get_hub(request: Request) -> Hub:
+    """The process's event hub."""
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def get_celery(request: Request) -> Celery:
+    """The Celery app used to send tasks (never to run them)."""
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+StoreDep = Annotated[GenerationStore, Depends(get_store)]
+HubDep = Annotated[Hub, Depends(get_hub)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

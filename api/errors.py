@@ -1,0 +1,90 @@
+"""HTTP errors: every error answer is JSON ``{"error": {"type", "message", ...}}`` and names what was wrong."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer raised by a route.
+
+    Args:
+        status_code: the HTTP status.
+        error_type: short machine-readable kind (``not_found``, ``invalid_request``...).
+        message: text for a person, naming the problem.
+        headers: extra headers (``Retry-After``).
+    """
+
+    def __init__(self, status_code: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.message = message
+        self.headers = headers
+
+
+def error_response(
+    status_code: int, error_type: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """The JSON error body every error answer uses."""
+    return JSONResponse(
+        {"error": {"type": error_type, "message": message, **extra}}, status_code=status_code, headers=headers
+    )
+
+
+def _location(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "header", "path"):
+        where, rest = parts[0], parts[1:]
+        return f"{where} {'.'.join(rest)}" if rest else where
+    return ".".join(parts)
+
+
+def _validation_message(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    details = []
+    for err in errors:
+        details.append({"field": _location(err.get("loc", ())), "message": err.get("msg", "invalid")})
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{first['field']}: {first['message']}{more}", details
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.error_type, exc.message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, details = _validation_message(exc.errors())
+    return error_response(422, "invalid_request", message, details=details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    logger.warning("Redis unavailable while serving %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "unavailable", "the event store is unavailable; retry shortly", {"Retry-After": "1"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisError, _redis_error)

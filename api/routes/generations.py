@@ -1,0 +1,118 @@
+"""``/v1/generations``: submit, read, and tail generations."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from kombu.exceptions import OperationalError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
+from api.errors import ApiError
+from shared.queue import GENERATE_TASK
+from shared.schemas import GenerationAccepted, GenerationCreate, GenerationPublic
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/generations", tags=["generations"])
+
+# "gen_" + 22 url-safe characters: 128 random bits.
+_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{22}$")
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such generation (or it expired)"}}
+_SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def new_generation_id() -> str:
+    """An unguessable generation id (128 random bits)."""
+    return "gen_" + secrets.token_urlsafe(16)
+
+
+def _checked_id(generation_id: str) -> str:
+    if not _ID_RE.match(generation_id):
+        raise ApiError(404, "not_found", "no generation with this id")
+    return generation_id
+
+
+GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
+
+
+@router.post("", status_code=202, response_model=GenerationAccepted)
+async def create_generation(
+    body: GenerationCreate, response: Response, store: StoreDep, celery: CeleryDep, settings: SettingsDep
+) -> GenerationAccepted:
+    """Queue a generation and answer at once with its id and URLs."""
+    generation_id = new_generation_id()
+    body.model = body.model or settings.default_model
+    created_at = time.time()
+    await store.create(generation_id, body, created_at)
+    try:
+        await run_in_threadpool(
+            celery.send_task,
+            GENERATE_TASK,
+            args=[generation_id],
+            queue=settings.queue_name,
+            retry_policy=_SEND_RETRY_POLICY,
+        )
+    except (OperationalError, OSError) as e:
+        logger.warning("generation %s: could not queue its task: %s", generation_id, e)
+        await store.delete(generation_id)
+        raise ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}) from e
+    url = f"/v1/generations/{generation_id}"
+    response.headers["Location"] = url
+    logger.info("generation %s: queued (model %s)", generation_id, body.model)
+    return GenerationAccepted(
+        id=generation_id, status="queued", created_at=created_at, url=url, events_url=f"{url}/events"
+    )
+
+
+@router.get("/{generation_id}", response_model=GenerationPublic, responses=_ERRORS)
+async def get_generation(generation_id: GenerationId, store: StoreDep) -> GenerationPublic:
+    """The generation's state and its text so far."""
+    generation = await store.get(_checked_id(generation_id))
+    if generation is None:
+        raise ApiError(404, "not_found", "no generation with this id")
+    return generation
+
+
+def _resume_point(after: int | None, last_event_id: str | None) -> int:
+    # EventSource reconnects with the original URL plus Last-Event-ID, so the header wins over ?after=.
+    if last_event_id is not None and last_event_id.strip() != "":
+        value = last_event_id.strip()
+        if not value.isdigit() or len(value) > 18:
+            raise ApiError(422, "invalid_request", "header Last-Event-ID: must be a non-negative integer event id")
+        return int(value)
+    return after or 0
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive")
+
+
+@router.get(
+    "/{generation_id}/events",
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
+)
+async def stream_events(
+    generation_id: GenerationId,
+    store: StoreDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, le=10**18, description="Replay events strictly after this id.")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``."""
+    generation_id = _checked_id(generation_id)
+    cursor = _resume_point(after, last_event_id)
+    if not await store.exists(generation_id):
+        raise ApiError(404, "not_found", "no generation with this id")
+    return EventSourceResponse(
+        hub.follow(generation_id, cursor),
+        ping=settings.sse_ping_s,
+        ping_message_factory=_ping,
+        sep="\n",
+    )

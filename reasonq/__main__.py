@@ -1,0 +1,3 @@
+from reasonq.cli import main
+
+raise SystemExit(main())

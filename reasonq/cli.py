@@ -1,0 +1,130 @@
+"""The ``reasonq`` command: ``up`` (everything, embedded), ``api``, ``worker`` and ``sim`` (one part each)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from shared.settings import get_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "api.main:app",
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level.lower(),
+        access_log=args.access_log,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.app import app
+    from worker.runtime import WorkerRuntime
+
+    settings = get_settings()
+    if not settings.model_base_url:
+        WorkerRuntime(settings)  # raises ConfigurationError with the explanation
+    argv = [
+        "worker",
+        f"--loglevel={args.log_level.upper()}",
+        "--pool=threads",
+        f"--concurrency={args.concurrency or settings.worker_concurrency}",
+        f"--queues={args.queues or settings.queue_name}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv=argv)
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from reasonq.simulator.app import create_app
+
+    rate = args.tokens_per_s if args.tokens_per_s is not None else get_settings().sim_tokens_per_s
+    logging.getLogger(__name__).info("SIMULATED reasoning model on port %d at %s tokens/s", args.port, rate or "max")
+    uvicorn.run(
+        create_app(rate),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from reasonq.up import run_up
+
+    return run_up(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``reasonq`` command."""
+    parser = argparse.ArgumentParser(prog="reasonq", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything: embedded Redis, worker, API (and the simulator if no model)")
+    up.add_argument("--host", default="127.0.0.1", help="API bind address")
+    up.add_argument("--port", type=int, default=8000, help="API port")
+    up.add_argument("--data-dir", default="reasonq-data", help="where Redis keeps its data")
+    up.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (0 = a free one)")
+    up.set_defaults(func=_cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API against REASONQ_REDIS_URL")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    api.set_defaults(func=_cmd_api)
+
+    worker = sub.add_parser("worker", help="run a Celery worker against REASONQ_BROKER_URL / REASONQ_REDIS_URL")
+    worker.add_argument("--concurrency", type=int, default=0, help="generations at once (default from settings)")
+    worker.add_argument("--queues", default="", help="comma-separated queues (default REASONQ_QUEUE_NAME)")
+    worker.add_argument("--hostname", default="", help="Celery node name")
+    worker.set_defaults(func=_cmd_worker)
+
+    sim = sub.add_parser("sim", help="run the simulated reasoning model (OpenAI-compatible)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    sim.add_argument("--tokens-per-s", type=float, default=None, help="0 = as fast as possible")
+    sim.set_defaults(func=_cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reasonq`` command."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # configuration problems: say what is wrong, without a traceback
+        from shared.errors import ReasonqError
+
+        if isinstance(e, ReasonqError):
+            print(f"reasonq: {e}", file=sys.stderr)
+            return 2
+        raise
+    return code

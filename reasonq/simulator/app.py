@@ -1,0 +1,176 @@
+"""The simulator's HTTP surface: ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models``.
+
+It speaks the OpenAI chat-completions protocol the way DeepSeek's reasoner does: ``delta.reasoning_content``
+chunks, then ``delta.content`` chunks, a finish chunk, a usage chunk (``choices == []``) when
+``stream_options.include_usage`` is set, and ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from reasonq.simulator.script import Script, build_script
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "reasonq-sim"
+# At an unlimited rate, this many chunks go to the socket in one write.
+_UNPACED_BATCH = 32
+
+
+class _Aborted(Exception):
+    """Raised inside the stream to drop the connection on purpose (``sim:fail_after``)."""
+
+
+class _AbortableStream(StreamingResponse):
+    """A streaming response that can end by dropping the connection, as a broken upstream would."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _Aborted:
+            # Returning without the final body message makes the server close the connection mid-body.
+            logger.info("simulator: dropped the connection on purpose (sim:fail_after)")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+
+
+class _ChunkEncoder:
+    """Encodes the chunks of one response; the envelope is built once and each token is spliced in."""
+
+    def __init__(self, model: str) -> None:
+        head = {
+            "id": "chatcmpl-sim-" + secrets.token_hex(8),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_reasonq_simulator",
+        }
+        self._head = orjson.dumps(head)[:-1] + b',"choices":'
+
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        tail = b',"usage":' + orjson.dumps(usage) if usage is not None else b""
+        return b"data: " + self._head + orjson.dumps(choices) + tail + b"}\n\n"
+
+    def token(self, field: str, text: str) -> bytes:
+        other = "content" if field == "reasoning_content" else "reasoning_content"
+        delta = {field: text, other: None}
+        return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+
+async def _stream(script: Script, model: str, rate: float, include_usage: bool) -> AsyncIterator[bytes]:
+    enc = _ChunkEncoder(model)
+    d = script.directives
+    first = {"role": "assistant", "content": None, "reasoning_content": ""}
+    yield enc.chunk([{"index": 0, "delta": first, "logprobs": None, "finish_reason": None}])
+    tokens = [("reasoning_content", t) for t in script.reasoning] + [("content", t) for t in script.content]
+    start = time.monotonic()
+    pending: list[bytes] = []
+    for i, (field, text) in enumerate(tokens):
+        if d.fail_after is not None and i == d.fail_after:
+            if pending:
+                yield b"".join(pending)
+            raise _Aborted
+        if d.stall_after is not None and i == d.stall_after and d.stall_s > 0:
+            if pending:
+                yield b"".join(pending)
+                pending = []
+            await asyncio.sleep(d.stall_s)
+            start = time.monotonic() - (i / rate if rate > 0 else 0)
+        pending.append(enc.token(field, text))
+        if rate > 0:
+            delay = start + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                yield b"".join(pending)
+                pending = []
+                await asyncio.sleep(delay)
+        elif len(pending) >= _UNPACED_BATCH:
+            yield b"".join(pending)
+            pending = []
+    final = {"index": 0, "delta": {"content": "", "reasoning_content": None}, "logprobs": None}
+    pending.append(enc.chunk([{**final, "finish_reason": script.finish_reason}]))
+    if include_usage:
+        pending.append(enc.chunk([], usage=script.usage()))
+    pending.append(b"data: [DONE]\n\n")
+    yield b"".join(pending)
+
+
+def _completion(script: Script, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-sim-" + secrets.token_hex(8),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_reasonq_simulator",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "".join(script.content),
+                    "reasoning_content": "".join(script.reasoning),
+                },
+                "logprobs": None,
+                "finish_reason": script.finish_reason,
+            }
+        ],
+        "usage": script.usage(),
+    }
+
+
+def create_app(tokens_per_s: float) -> Starlette:
+    """The simulator app; ``tokens_per_s`` is the default rate (0 = unlimited), a request may override it."""
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return _error(400, "messages must be a non-empty list")
+        script = build_script(body)
+        d = script.directives
+        if d.status is not None and d.status >= 400:
+            headers = {"Retry-After": "1"} if d.status == 429 else None
+            return _error(d.status, f"simulated HTTP {d.status} (sim:status)", headers)
+        model = str(body.get("model") or MODEL_ID)
+        if not body.get("stream"):
+            return JSONResponse(_completion(script, model))
+        rate = d.tokens_per_s if d.tokens_per_s is not None else tokens_per_s
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return _AbortableStream(
+            _stream(script, model, rate, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Reasonq-Simulator": "1"},
+        )
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "reasonq-sim"}]}
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "simulator": True})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,118 @@
+"""What the simulator says: a deterministic reasoning trace and answer for a request, plus test directives.
+
+Directives are ``sim:NAME=VALUE`` words anywhere in the messages, for tests and demos:
+
+- ``sim:reasoning_tokens=N``, ``sim:content_tokens=N``: lengths of the two parts;
+- ``sim:tokens_per_s=R``: token rate for this request (0 = as fast as possible);
+- ``sim:fail_after=N``: drop the connection after N tokens (a broken upstream stream);
+- ``sim:stall_after=N`` with ``sim:stall_s=S``: stop sending for S seconds after N tokens;
+- ``sim:status=CODE``: answer this HTTP error (429 carries ``Retry-After``) instead of streaming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+_DIRECTIVE = re.compile(r"\bsim:([a-z_]+)=([0-9.]+)")
+
+_WORDS = (
+    "the of and to a in is it that for on with as this be are by we not at or from first then so next "
+    "consider check assume suppose recall note since because therefore thus hence if when while where "
+    "value answer question step case result term number sum part factor order rule claim idea approach "
+    "simple direct small large equal greater less both each every some other same different possible "
+    "compute count compare derive verify test reduce expand rewrite combine split estimate bound confirm "
+    "carefully quickly exactly roughly again still already perhaps likely clearly indeed actually"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """Test and demo controls parsed from the messages."""
+
+    reasoning_tokens: int | None = None
+    content_tokens: int | None = None
+    tokens_per_s: float | None = None
+    fail_after: int | None = None
+    stall_after: int | None = None
+    stall_s: float = 0.0
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class Script:
+    """The tokens the simulator will stream for one request."""
+
+    reasoning: list[str]
+    content: list[str]
+    finish_reason: str
+    prompt_tokens: int
+    directives: Directives = field(default_factory=Directives)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Reasoning plus answer tokens, as DeepSeek counts them."""
+        return len(self.reasoning) + len(self.content)
+
+    def usage(self) -> dict[str, Any]:
+        """The usage object of the final chunk."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": len(self.reasoning)},
+        }
+
+
+def parse_directives(messages: list[dict[str, Any]]) -> Directives:
+    """Collect ``sim:NAME=VALUE`` directives from every message's text."""
+    found: dict[str, str] = {}
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            found.update(_DIRECTIVE.findall(content))
+    kwargs: dict[str, Any] = {}
+    for name in ("reasoning_tokens", "content_tokens", "fail_after", "stall_after", "status"):
+        if name in found:
+            kwargs[name] = int(float(found[name]))
+    for name in ("tokens_per_s", "stall_s"):
+        if name in found:
+            kwargs[name] = float(found[name])
+    return Directives(**kwargs)
+
+
+def _words(rng: random.Random, n: int, opening: str) -> list[str]:
+    tokens = [opening] if n > 0 else []
+    while len(tokens) < n:
+        word = rng.choice(_WORDS)
+        if rng.random() < 0.08:
+            word += rng.choice(".,;")
+        tokens.append(" " + word)
+    return tokens
+
+
+def build_script(body: dict[str, Any]) -> Script:
+    """The deterministic script for a chat-completions request body (same body and seed, same text)."""
+    messages = body.get("messages") or []
+    directives = parse_directives(messages)
+    digest = hashlib.sha256(
+        orjson.dumps([body.get("model"), messages, body.get("seed")], option=orjson.OPT_SORT_KEYS)
+    ).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    n_reasoning = directives.reasoning_tokens if directives.reasoning_tokens is not None else rng.randint(40, 120)
+    n_content = directives.content_tokens if directives.content_tokens is not None else rng.randint(20, 80)
+    reasoning = _words(rng, n_reasoning, "[simulated reasoning]")
+    content = _words(rng, n_content, "[simulated answer]")
+    finish_reason = "stop"
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    if isinstance(max_tokens, int) and max_tokens < len(reasoning) + len(content):
+        finish_reason = "length"
+        reasoning = reasoning[:max_tokens]
+        content = content[: max_tokens - len(reasoning)]
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+    return Script(reasoning, content, finish_reason, prompt_tokens, directives)

@@ -1,0 +1,1 @@
+"""What the API and the worker both need: settings, Redis keys, the event codec, the generation store."""

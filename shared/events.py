@@ -1,0 +1,103 @@
+"""The event schema and its one codec, used by the worker (encode) and the API and clients (decode, SSE framing).
+
+An event is stored in the generation's Redis Stream as entry ``N-0`` with two fields: ``t`` (its type) and ``d``
+(its JSON data, without the type). The SSE frame is ``id: N``, ``event: t``, ``data: d``. JSON is produced by orjson
+in one line (it escapes newlines), so one ``data:`` line always carries the whole object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
+
+TYPE_FIELD: Final = b"t"
+DATA_FIELD: Final = b"d"
+
+
+class StatusEvent(BaseModel):
+    """The generation changed state."""
+
+    type: Literal["status"] = "status"
+    status: Status
+    attempt: int
+
+
+class ReasoningEvent(BaseModel):
+    """More of the reasoning trace."""
+
+    type: Literal["reasoning"] = "reasoning"
+    delta: str
+
+
+class ContentEvent(BaseModel):
+    """More of the answer."""
+
+    type: Literal["content"] = "content"
+    delta: str
+
+
+class DoneEvent(BaseModel):
+    """The last event of every generation."""
+
+    type: Literal["done"] = "done"
+    status: Status
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+Event = Annotated[StatusEvent | ReasoningEvent | ContentEvent | DoneEvent, Field(discriminator="type")]
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as it sits in the stream: its id, type and encoded data."""
+
+    seq: int
+    type: str
+    data: bytes
+
+
+def encode_event(event: StatusEvent | ReasoningEvent | ContentEvent | DoneEvent) -> tuple[str, bytes]:
+    """Return the ``(type, data)`` pair that is stored for ``event``."""
+    return event.type, orjson.dumps(event.model_dump(exclude={"type"}))
+
+
+def encode_delta(text: str) -> bytes:
+    """Data of a ``reasoning`` or ``content`` event; the hot-path twin of ``encode_event(ReasoningEvent(...))``."""
+    return orjson.dumps({"delta": text})
+
+
+def decode_event(event_type: str, data: bytes | str) -> Event | None:
+    """Decode one event; ``None`` for a type this version does not know (clients must ignore those)."""
+    payload = orjson.loads(data)
+    if not isinstance(payload, dict):
+        raise ValueError(f"event data must be a JSON object, got {type(payload).__name__}")
+    try:
+        return _EVENT_ADAPTER.validate_python({**payload, "type": event_type})
+    except ValidationError as e:
+        if any(err["type"] == "union_tag_invalid" for err in e.errors()):
+            return None
+        raise
+
+
+def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEvent:
+    """Turn one XRANGE/XREAD entry into a ``StoredEvent``."""
+    raw_id = entry_id if isinstance(entry_id, bytes) else entry_id.encode()
+    return StoredEvent(
+        seq=int(raw_id.partition(b"-")[0]),
+        type=fields[TYPE_FIELD].decode(),
+        data=fields[DATA_FIELD],
+    )
+
+
+def to_sse(event: StoredEvent) -> bytes:
+    """The SSE frame of one event, ready for the socket."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.data)

@@ -1,0 +1,50 @@
+"""Every Redis key reasonq uses, in one place, with its lifetime.
+
+A generation owns four keys. They have no TTL while the generation is live and all expire
+``retention_s`` after it ends (set atomically by the ``finish`` script).
+"""
+
+from __future__ import annotations
+
+PREFIX = "rq:"
+
+
+def record_key(generation_id: str) -> str:
+    """Hash: the generation's record (status, attempt, last event seq, request). Lives until retention after the end."""
+    return f"{PREFIX}gen:{generation_id}"
+
+
+def events_key(generation_id: str) -> str:
+    """Stream: the generation's events; entry id ``N-0`` is event id N. Lives until retention after the end."""
+    return f"{PREFIX}gen:{generation_id}:events"
+
+
+def reasoning_key(generation_id: str) -> str:
+    """String: the current attempt's reasoning text so far (APPENDed with each write). Same lifetime as the record."""
+    return f"{PREFIX}gen:{generation_id}:reasoning"
+
+
+def content_key(generation_id: str) -> str:
+    """String: the current attempt's answer text so far. Same lifetime as the record."""
+    return f"{PREFIX}gen:{generation_id}:content"
+
+
+def generation_keys(generation_id: str) -> list[str]:
+    """The keys the store's scripts take, in their KEYS order: record, events, reasoning, content."""
+    return [
+        record_key(generation_id),
+        events_key(generation_id),
+        reasoning_key(generation_id),
+        content_key(generation_id),
+    ]
+
+
+def hub_wake_key(hub_id: str) -> str:
+    """Stream: wakes one API process's blocked reader when a viewer starts watching a new generation.
+
+    Deleted when that process stops; expires ``HUB_WAKE_TTL_S`` after its last use if the process dies.
+    """
+    return f"{PREFIX}hub:{hub_id}:wake"
+
+
+HUB_WAKE_TTL_S = 3_600

@@ -1,0 +1,166 @@
+"""The hub's fan-out against a real redis-server: identical sequences, slow viewers, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from api.hub import Hub
+from reasonq.processes import RedisServer
+from shared.events import StatusEvent, encode_delta, encode_event
+from shared.redis import create_redis
+from shared.schemas import GenerationCreate, Message
+from shared.store import GenerationStore
+
+_ID = re.compile(rb"^id: (\d+)$", re.M)
+
+
+class Producer:
+    """Plays the worker: creates a generation and appends events through the store's fenced scripts."""
+
+    def __init__(self, store: GenerationStore) -> None:
+        self.store = store
+        self.gid = f"gen_hub_{time.monotonic_ns()}"
+        self.seq = 0
+
+    async def start(self) -> None:
+        await self.store.create(self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time())
+        claim = await self.store.claim(self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
+        self.seq = claim.seq
+
+    async def emit(self, n: int) -> None:
+        for i in range(n):
+            text = f"t{self.seq + 1};"
+            self.seq = await self.store.append(self.gid, 1, self.seq, [("content", encode_delta(text), text)])
+            if i % 7 == 0:
+                await asyncio.sleep(0.002)
+
+    async def finish(self) -> None:
+        self.seq = await self.store.finish(
+            self.gid,
+            1,
+            self.seq,
+            60,
+            ("completed", "stop", None, None),
+            [("done", b'{"status":"completed","finish_reason":"stop","usage":null,"error":null}', "")],
+        )
+
+
+async def collect(stream: AsyncIterator[bytes], delay_s: float = 0.0) -> list[int]:
+    ids: list[int] = []
+    async for chunk in stream:
+        if delay_s and ids:  # stall only once live (after the first replayed chunk)
+            await asyncio.sleep(delay_s)
+        ids += [int(m) for m in _ID.findall(chunk)]
+    return ids
+
+
+@pytest.fixture
+def with_hub(redis_server: RedisServer) -> Callable[..., Any]:
+    def run(body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64) -> Any:
+        async def main() -> Any:
+            redis = create_redis(redis_server.url, max_connections=8)
+            store = GenerationStore(redis)
+            hub = Hub(redis_server.url, store, block_ms=2_000, ring_events=ring_events)
+            hub.start()
+            try:
+                return await asyncio.wait_for(body(hub, store), 30)
+            finally:
+                await hub.stop()
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def test_many_viewers_get_identical_complete_sequences(with_hub: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        viewers = [asyncio.create_task(collect(hub.follow(producer.gid, 0))) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        assert hub.topic_count == 1 and hub.viewer_count == 50
+        await producer.emit(300)
+        await producer.finish()
+        results = await asyncio.gather(*viewers)
+        assert all(r == list(range(1, producer.seq + 1)) for r in results)
+        assert hub.topic_count == 0 and hub.viewer_count == 0
+        assert hub.stats.topics_opened == 1
+
+    with_hub(body)
+
+
+def test_a_stalled_viewer_catches_up_from_redis_while_others_proceed(with_hub: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        fast = asyncio.create_task(collect(hub.follow(producer.gid, 0)))
+        slow = asyncio.create_task(collect(hub.follow(producer.gid, 0), delay_s=0.3))
+        while hub.viewer_count < 2:
+            await asyncio.sleep(0.01)
+        await producer.emit(400)  # far more than the 16-event ring while the slow one sleeps
+        await producer.finish()
+        fast_ids = await asyncio.wait_for(fast, 5)
+        assert not slow.done()  # the fast viewer finished without waiting for the slow one
+        slow_ids = await slow
+        assert fast_ids == slow_ids == list(range(1, producer.seq + 1))
+        assert hub.stats.catchups > 0
+
+    with_hub(body, ring_events=16)
+
+
+def test_viewers_come_and_go_without_leaks(with_hub: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        for _ in range(20):
+            stream = hub.follow(producer.gid, 0)
+            task = asyncio.create_task(collect(stream))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert hub.topic_count == 0 and hub.viewer_count == 0
+        late = asyncio.create_task(collect(hub.follow(producer.gid, 5)))
+        await producer.emit(20)
+        await producer.finish()
+        assert await late == list(range(6, producer.seq + 1))
+        assert hub.topic_count == 0
+
+    with_hub(body)
+
+
+def test_a_finished_generation_replays_without_touching_the_hub(with_hub: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        await producer.emit(600)
+        await producer.finish()
+        opened = hub.stats.topics_opened
+        ids = await collect(hub.follow(producer.gid, 0))
+        assert ids == list(range(1, producer.seq + 1))
+        assert hub.stats.topics_opened == opened and hub.topic_count == 0
+
+    with_hub(body)
+
+
+def test_one_read_serves_every_viewer(with_hub: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        viewers = [asyncio.create_task(collect(hub.follow(producer.gid, 0))) for _ in range(200)]
+        await asyncio.sleep(0.1)
+        before = hub.stats.xreads
+        await producer.emit(50)
+        await producer.finish()
+        await asyncio.gather(*viewers)
+        # one XREAD per batch for all 200 viewers, not one per viewer
+        assert hub.stats.xreads - before <= 60
+
+    with_hub(body)

@@ -1,0 +1,91 @@
+"""Helpers shared by the tests: submitting, reading SSE over real HTTP, waiting for the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import connect_sse
+
+from reasonq.simulator.script import build_script
+
+
+@dataclass(frozen=True)
+class Ev:
+    """One SSE event as a viewer received it."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+def submit(client: httpx.Client, content: str, **params: Any) -> str:
+    """POST a one-message generation and return its id."""
+    body = {"messages": [{"role": "user", "content": content}], **params}
+    r = client.post("/v1/generations", json=body)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def expected_text(content: str, model: str = "reasonq-sim", **body: Any) -> tuple[str, str]:
+    """The (reasoning, answer) the simulator produces for a one-message request."""
+    script = build_script({"model": model, "messages": [{"role": "user", "content": content}], **body})
+    return "".join(script.reasoning), "".join(script.content)
+
+
+def read_events(
+    client: httpx.Client,
+    generation_id: str,
+    *,
+    after: int | None = None,
+    last_event_id: int | None = None,
+    limit: int | None = None,
+    timeout_s: float = 60,
+) -> list[Ev]:
+    """Read events over SSE until ``done`` (or ``limit`` events, then drop the connection)."""
+    params = {"after": after} if after is not None else {}
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    out: list[Ev] = []
+    with connect_sse(
+        client,
+        "GET",
+        f"/v1/generations/{generation_id}/events",
+        params=params,
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s),
+    ) as source:
+        assert source.response.status_code == 200, source.response.read()
+        for sse in source.iter_sse():
+            if not sse.data:  # a keep-alive comment (httpx-sse still yields a block for it)
+                continue
+            out.append(Ev(int(sse.id), sse.event, orjson.loads(sse.data)))
+            if sse.event == "done" or (limit is not None and len(out) >= limit):
+                break
+    return out
+
+
+def text_of(events: list[Ev]) -> tuple[str, str]:
+    """Reasoning and answer reconstructed from events."""
+    reasoning = "".join(e.data["delta"] for e in events if e.type == "reasoning")
+    content = "".join(e.data["delta"] for e in events if e.type == "content")
+    return reasoning, content
+
+
+def wait_status(client: httpx.Client, generation_id: str, statuses: set[str], timeout_s: float = 60) -> dict[str, Any]:
+    """Poll GET until the generation reaches one of ``statuses``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body: dict[str, Any] = client.get(f"/v1/generations/{generation_id}").json()
+        if body.get("status") in statuses:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"generation {generation_id} still {body.get('status')} after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def assert_consecutive(events: list[Ev], start: int = 1) -> None:
+    """Event ids are consecutive integers from ``start``."""
+    assert [e.id for e in events] == list(range(start, start + len(events)))

@@ -1,0 +1,66 @@
+"""Keys live in one module; settings come from REASONQ_* variables."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from shared import keys
+from shared.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generation_keys_are_distinct_and_prefixed() -> None:
+    names = keys.generation_keys("gen_x")
+    assert len(set(names)) == 4
+    assert all(name.startswith(keys.PREFIX) for name in names)
+
+
+def test_no_redis_key_is_built_outside_keys_module() -> None:
+    offenders = []
+    for package in ("api", "worker", "shared", "reasonq"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "keys.py":
+                continue
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("rq:"):
+                    offenders.append(f"{path}:{node.lineno}")
+    assert offenders == []
+
+
+def test_api_and_worker_never_import_each_other() -> None:
+    for package, forbidden in (("api", "worker"), ("worker", "api"), ("shared", "api"), ("shared", "worker")):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for name in names:
+                    assert name.split(".")[0] != forbidden, f"{path} imports {name}"
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REASONQ_RETENTION_S", "60")
+    monkeypatch.setenv("REASONQ_MODEL_API_KEY", "sk-secret")
+    monkeypatch.setenv("REASONQ_SOMETHING_ELSE", "ignored")
+    settings = Settings()
+    assert settings.retention_s == 60
+    assert settings.effective_broker_url == settings.redis_url
+    assert "sk-secret" not in repr(settings)
+    get_settings.cache_clear()
+    try:
+        assert get_settings().retention_s == 60
+    finally:
+        get_settings.cache_clear()
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"REASONQ_{name.upper()}" in readme, name

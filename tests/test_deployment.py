@@ -1,0 +1,40 @@
+"""docker-compose.yml has the deployment shape the README promises (no Docker engine runs here to start it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from reasonq.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_their_commands() -> None:
+    services = _compose()["services"]
+    assert {"redis", "api", "worker", "sim"} <= set(services)
+    assert services["api"]["command"][:2] == ["reasonq", "api"]
+    assert services["worker"]["command"] == ["reasonq", "worker"]
+    assert services["sim"]["command"][:2] == ["reasonq", "sim"]
+    parser = build_parser()
+    for name in ("api", "worker", "sim"):
+        parser.parse_args(services[name]["command"][1:])  # the commands exist with these flags
+
+
+def test_restart_policies_and_persistent_redis() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name in ("redis", "api", "worker"):
+        assert services[name]["restart"] == "unless-stopped"
+    assert "--appendonly" in services["redis"]["command"]
+    assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"])
+    assert "redis-data" in compose["volumes"]
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["REASONQ_REDIS_URL"] == "redis://redis:6379/0"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"

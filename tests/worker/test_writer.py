@@ -1,0 +1,79 @@
+"""The coalescing writer against a real redis-server: few writes for fast models, one per token for slow ones."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from reasonq.processes import RedisServer
+from shared import keys
+from shared.errors import FencedError
+from shared.events import StatusEvent, encode_event
+from shared.redis import create_redis
+from shared.schemas import GenerationCreate, Message
+from shared.store import GenerationStore
+from worker.writer import EventWriter
+
+
+def run_with_writer(redis_server: RedisServer, body: Any, interval_s: float = 0.01) -> Any:
+    async def main() -> Any:
+        redis = create_redis(redis_server.url, max_connections=4)
+        store = GenerationStore(redis)
+        gid = f"gen_writer_{time.monotonic_ns()}"
+        await store.create(gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time())
+        claim = await store.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
+        writer = EventWriter(store, gid, 1, claim.seq, interval_s)
+        try:
+            return await body(store, gid, writer)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_burst_of_tokens_becomes_few_events(redis_server: RedisServer) -> None:
+    async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        for i in range(2_000):
+            writer.add("reasoning" if i < 1_500 else "content", f" t{i}")
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # let the writer run, as a real stream's awaits would
+        await writer.finish("completed", "stop", {"completion_tokens": 2000}, None)
+        record = await store.get(gid)
+        assert record is not None
+        assert record.reasoning == "".join(f" t{i}" for i in range(1_500))
+        assert record.content == "".join(f" t{i}" for i in range(1_500, 2_000))
+        assert writer.writes < 30
+        events = await store.read_events(gid, 0, 1000)
+        assert [e.type for e in events][-2:] == ["status", "done"]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+    run_with_writer(redis_server, body)
+
+
+def test_slow_tokens_are_written_at_once(redis_server: RedisServer) -> None:
+    async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        for i in range(5):
+            writer.add("content", f"w{i}")
+            await asyncio.sleep(0.03)  # slower than the 10 ms window
+            events = await store.read_events(gid, 0, 100)
+            assert events[-1].data == b'{"delta":"w%d"}' % i  # already in Redis, not held back
+        await writer.finish("completed", "stop")
+
+    run_with_writer(redis_server, body)
+
+
+def test_a_fenced_writer_stops(redis_server: RedisServer) -> None:
+    async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        await store.redis.hset(keys.record_key(gid), "attempt", "2")  # another attempt took over
+        writer.add("content", "late")
+        await asyncio.sleep(0.05)
+        with pytest.raises(FencedError):
+            writer.add("content", "later")
+        with pytest.raises(FencedError):
+            await writer.finish("completed", "stop")
+        assert (await store.get(gid)).content == ""  # type: ignore[union-attr]
+
+    run_with_writer(redis_server, body)

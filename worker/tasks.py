@@ -1,0 +1,15 @@
+"""Every Celery task of reasonq. Tasks are thin: decode arguments, call a plain function."""
+
+from __future__ import annotations
+
+from shared.queue import GENERATE_TASK
+from worker.app import app
+from worker.generation import run_generation
+from worker.runtime import get_runtime
+
+
+@app.task(name=GENERATE_TASK, acks_late=True, ignore_result=True)
+def generate(generation_id: str) -> str:
+    """Run one generation on this process's event loop; a redelivered message for it is a no-op."""
+    runtime = get_runtime()
+    return runtime.run(run_generation(runtime, generation_id))
