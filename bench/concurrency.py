@@ -30,7 +30,7 @@ def run(n: int, tokens: int = 150, tokens_per_s: float = 30.0) -> dict[str, Any]
         Stack(sim_tokens_per_s=tokens_per_s, env=env) as stack,
         httpx.Client(base_url=stack.api_url, timeout=60, limits=httpx.Limits(max_connections=50)) as client,
     ):
-        worker_pid = next(p.pid for p in stack.procs if p.name == "worker")
+        worker_pid = next(p.pid for p in stack.procs if p.name.startswith("worker"))
         prompts = [
             f"gen {i} sim:reasoning_tokens={tokens // 2} sim:content_tokens={tokens - tokens // 2}" for i in range(n)
         ]

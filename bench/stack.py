@@ -12,21 +12,30 @@ import httpx
 from reasonq.processes import ManagedProcess, RedisServer, free_port, http_ok, wait_until
 
 
+def _reasonq(*args: str) -> list[str]:
+    return [sys.executable, "-m", "reasonq", "--log-level", "WARNING", *args]
+
+
 class Stack:
     """Starts every part with ``env`` overrides; a context manager that stops them all by pid.
 
     Args:
         sim_tokens_per_s: the simulator's default rate (0 = unlimited).
         env: extra REASONQ_* settings for the worker and API.
+        persist: Redis with an append-only file (for restart scenarios).
     """
 
-    def __init__(self, sim_tokens_per_s: float = 0, env: dict[str, str] | None = None) -> None:
+    def __init__(self, sim_tokens_per_s: float = 0, env: dict[str, str] | None = None, persist: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="reasonq-bench-"))
         self.sim_tokens_per_s = sim_tokens_per_s
         self.extra_env = env or {}
+        self.persist = persist
         self.procs: list[ManagedProcess] = []
         self.redis: RedisServer | None = None
-        self.api_url = ""
+        self.api: ManagedProcess | None = None
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.env: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
         try:
@@ -37,49 +46,42 @@ class Stack:
         return self
 
     def _start(self) -> None:
-        self.redis = RedisServer(free_port(), self.dir / "redis", persist=False).start()
+        self.redis = RedisServer(free_port(), self.dir / "redis", persist=self.persist).start()
         self.procs.append(self.redis)
         sim_port = free_port()
         sim = ManagedProcess(
             "simulator",
-            [
-                sys.executable,
-                "-m",
-                "reasonq",
-                "sim",
-                "--port",
-                str(sim_port),
-                "--tokens-per-s",
-                str(self.sim_tokens_per_s),
-            ],
+            _reasonq("sim", "--port", str(sim_port), "--tokens-per-s", str(self.sim_tokens_per_s)),
             log_path=self.dir / "sim.log",
         ).start()
         self.procs.append(sim)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{sim_port}/healthz"), timeout_s=20, what="sim", process=sim)
-        env = {
+        self.env = {
             "REASONQ_REDIS_URL": self.redis.url,
             "REASONQ_MODEL_BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
             "REASONQ_MODEL_API_KEY": "bench",
             **self.extra_env,
         }
-        worker = ManagedProcess(
-            "worker",
-            [sys.executable, "-m", "reasonq", "--log-level", "WARNING", "worker"],
-            env,
-            log_path=self.dir / "worker.log",
-        ).start()
-        self.procs.append(worker)
-        api_port = free_port()
-        api = ManagedProcess(
-            "api",
-            [sys.executable, "-m", "reasonq", "--log-level", "WARNING", "api", "--port", str(api_port)],
-            env,
-            log_path=self.dir / "api.log",
-        ).start()
-        self.procs.append(api)
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        wait_until(lambda: http_ok(f"{self.api_url}/healthz"), timeout_s=30, what="API", process=api)
+        worker = self.add_worker()
+        self.start_api()
         self._wait_worker_ready(worker)
+
+    def add_worker(self) -> ManagedProcess:
+        """Start one more worker process."""
+        n = sum(p.name.startswith("worker") for p in self.procs)
+        # INFO, so the log says when Celery is ready (a few lines per generation; none per token)
+        argv = [sys.executable, "-m", "reasonq", "--log-level", "INFO", "worker"]
+        worker = ManagedProcess(f"worker-{n}", argv, self.env, log_path=self.dir / f"worker-{n}.log")
+        self.procs.append(worker.start())
+        return worker
+
+    def start_api(self) -> ManagedProcess:
+        """Start the API (again) on its port and wait until it answers."""
+        api = ManagedProcess("api", _reasonq("api", "--port", str(self.api_port)), self.env, self.dir / "api.log")
+        self.procs.append(api.start())
+        self.api = api
+        wait_until(lambda: http_ok(f"{self.api_url}/healthz"), timeout_s=30, what="API", process=api)
+        return api
 
     def _wait_worker_ready(self, worker: ManagedProcess) -> None:
         body = {"messages": [{"role": "user", "content": "warm-up sim:reasoning_tokens=1 sim:content_tokens=1"}]}
@@ -91,8 +93,18 @@ class Stack:
 
         wait_until(completed, timeout_s=60, what="worker", process=worker)
 
+    def worker_ready(self, worker: ManagedProcess) -> None:
+        """Wait until a worker started with ``add_worker`` consumes tasks."""
+        log = self.dir / f"{worker.name}.log"
+        wait_until(
+            lambda: log.exists() and "ready" in log.read_text(errors="replace"),
+            timeout_s=30,
+            what=worker.name,
+            process=worker,
+        )
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for proc in reversed(self.procs):
-            proc.stop(15)
+            proc.stop(30)

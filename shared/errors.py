@@ -29,16 +29,29 @@ class ModelError(ReasonqError):
     """The model provider failed: an HTTP error, a timeout, or a broken stream.
 
     Args:
-        kind: short machine-readable kind (``provider_http_error``, ``provider_timeout``, ``provider_connection``).
+        kind: short machine-readable kind (``provider_http_error``, ``provider_timeout``, ``provider_connection``,
+            ``stall_timeout``, ``generation_timeout``...).
         message: human-readable text, already redacted.
         status_code: the provider's HTTP status when there was one.
+        retryable: whether trying again may help (429, 5xx, connection errors, timeouts).
+        retry_after_s: the provider's ``Retry-After``, when it sent one.
     """
 
-    def __init__(self, kind: str, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        status_code: int | None = None,
+        *,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status_code = status_code
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def to_dict(self) -> dict[str, object]:
         """The error as it appears in a record and a ``done`` event."""

@@ -20,29 +20,49 @@ TYPE_FIELD: Final = b"t"
 DATA_FIELD: Final = b"d"
 
 
-class StatusEvent(BaseModel):
-    """The generation changed state."""
+class _EventBase(BaseModel):
+    def payload(self) -> dict[str, Any]:
+        """The event's data as stored and sent (the type travels separately)."""
+        return self.model_dump(exclude={"type"})
+
+
+class StatusEvent(_EventBase):
+    """The generation changed state; while waiting to retry the provider, ``retry_in_s`` and ``reason`` say why."""
 
     type: Literal["status"] = "status"
     status: Status
     attempt: int
+    retry_in_s: float | None = None
+    reason: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """Status data carries the retry fields only when set."""
+        return self.model_dump(exclude={"type"}, exclude_none=True)
 
 
-class ReasoningEvent(BaseModel):
+class RestartEvent(_EventBase):
+    """A new attempt starts the text again: discard the reasoning and content received so far."""
+
+    type: Literal["restart"] = "restart"
+    attempt: int
+    reason: str
+
+
+class ReasoningEvent(_EventBase):
     """More of the reasoning trace."""
 
     type: Literal["reasoning"] = "reasoning"
     delta: str
 
 
-class ContentEvent(BaseModel):
+class ContentEvent(_EventBase):
     """More of the answer."""
 
     type: Literal["content"] = "content"
     delta: str
 
 
-class DoneEvent(BaseModel):
+class DoneEvent(_EventBase):
     """The last event of every generation."""
 
     type: Literal["done"] = "done"
@@ -52,7 +72,8 @@ class DoneEvent(BaseModel):
     error: dict[str, Any] | None = None
 
 
-Event = Annotated[StatusEvent | ReasoningEvent | ContentEvent | DoneEvent, Field(discriminator="type")]
+AnyEvent = StatusEvent | RestartEvent | ReasoningEvent | ContentEvent | DoneEvent
+Event = Annotated[AnyEvent, Field(discriminator="type")]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -65,9 +86,9 @@ class StoredEvent:
     data: bytes
 
 
-def encode_event(event: StatusEvent | ReasoningEvent | ContentEvent | DoneEvent) -> tuple[str, bytes]:
+def encode_event(event: AnyEvent) -> tuple[str, bytes]:
     """Return the ``(type, data)`` pair that is stored for ``event``."""
-    return event.type, orjson.dumps(event.model_dump(exclude={"type"}))
+    return event.type, orjson.dumps(event.payload())
 
 
 def encode_delta(text: str) -> bytes:

@@ -30,13 +30,33 @@ def content_key(generation_id: str) -> str:
 
 
 def generation_keys(generation_id: str) -> list[str]:
-    """The keys the store's scripts take, in their KEYS order: record, events, reasoning, content."""
+    """The four keys a generation owns: record, events, reasoning, content."""
     return [
         record_key(generation_id),
         events_key(generation_id),
         reasoning_key(generation_id),
         content_key(generation_id),
     ]
+
+
+def leases_key() -> str:
+    """Sorted set: running generation ids scored by lease deadline (ms, Redis clock). Member removed at the end."""
+    return f"{PREFIX}leases"
+
+
+def queued_key() -> str:
+    """Sorted set: queued generation ids scored by last dispatch (ms). Member removed when claimed or ended."""
+    return f"{PREFIX}queued"
+
+
+def script_keys(generation_id: str) -> list[str]:
+    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then the two indexes."""
+    return [*generation_keys(generation_id), leases_key(), queued_key()]
+
+
+def cancel_channel() -> str:
+    """Pub/sub channel: generation ids whose cancel was requested (workers listen; no storage)."""
+    return f"{PREFIX}cancel"
 
 
 def hub_wake_key(hub_id: str) -> str:

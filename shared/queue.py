@@ -9,22 +9,29 @@ from celery import Celery
 from shared.settings import Settings
 
 GENERATE_TASK: Final = "reasonq.generate"
+# Publishing gives up fast: the caller answers 503 (API) or leaves it to the next sweep (worker).
+SEND_RETRY_POLICY: Final = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def create_celery(settings: Settings, *, include: list[str] | None = None) -> Celery:
     """A Celery app configured for long, I/O-bound generation tasks.
 
-    ``acks_late`` keeps a task's message until it ends, so a lost worker's message is redelivered; the store's
-    claim makes a redelivery of a live or finished generation a no-op. ``prefetch_multiplier=1`` stops a worker
-    from hoarding messages it cannot start.
+    Messages are acknowledged when a worker takes them, not when the generation ends: a generation's
+    durability lives in Redis (its record, its lease, the recovery sweep), not in the broker message. A worker
+    lost mid-generation is recovered within seconds by the lease sweep, where a late ack would wait for the
+    broker's visibility timeout (1 h on Redis); a worker lost between taking a message and claiming the
+    generation leaves it queued, and the sweep dispatches it again. Late acks also have a cost here: with
+    kombu's Redis transport, a broker restart while late-acked tasks run makes the worker try to restore them
+    over the dead connection and exit with "Unrecoverable error" (reproduced by ``bench/recovery.py``; compare
+    celery/celery#7705). A duplicate message is harmless: the claim makes it a no-op.
+    ``prefetch_multiplier=1`` stops a worker from hoarding messages it cannot start.
     """
     app = Celery("reasonq", broker=settings.effective_broker_url, include=include or [])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        task_acks_late=False,
         task_default_queue=settings.queue_name,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,

@@ -77,3 +77,11 @@ class GenerationPublic(BaseModel):
     error: dict[str, Any] | None
     attempt: int
     metadata: dict[str, str] | None = None
+
+
+class GenerationCancel(BaseModel):
+    """Answer of ``POST /v1/generations/{id}/cancel``."""
+
+    id: str
+    status: Status
+    cancel_requested: bool

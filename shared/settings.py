@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,28 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(200, gt=0, description="Generations one worker process runs at once.")
     lease_ttl_s: float = Field(
         10.0, gt=0, description="A running generation's lease; its worker renews it every third of this."
+    )
+
+    sweep_interval_s: float = Field(
+        2.0, gt=0, description="How often each worker looks for expired leases and lost task messages."
+    )
+    redispatch_after_s: float = Field(
+        30.0, gt=0, description="A queued generation is re-dispatched if still queued this long with the queue empty."
+    )
+    max_worker_losses: int = Field(3, gt=0, description="Workers lost by one generation before it ends failed.")
+    shutdown_grace_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long a worker lets running generations finish before handing back."
+    )
+    resume_strategy: Literal["restart", "continue"] = Field(
+        "restart", description="After a lost worker or broken stream: restart the text, or continue the answer."
+    )
+    provider_max_retries: int = Field(4, ge=0, description="Retries of a failed or broken provider request.")
+    provider_backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, with jitter.")
+    provider_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay (Retry-After included).")
+    generation_timeout_s: float = Field(3_600.0, gt=0, description="A generation running longer than this fails.")
+    stall_timeout_s: float = Field(300.0, gt=0, description="A generation with no token for this long fails.")
+    redis_outage_s: float = Field(
+        30.0, gt=0, description="How long a worker keeps buffering writes while Redis is unreachable."
     )
 
     sse_ping_s: float = Field(10.0, gt=0, description="Keep-alive comment interval on idle event streams.")

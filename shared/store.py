@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared import keys
-from shared.events import DATA_FIELD, TYPE_FIELD, StatusEvent, StoredEvent, encode_event, parse_entry
+from shared.events import DATA_FIELD, TYPE_FIELD, DoneEvent, StatusEvent, StoredEvent, encode_event, parse_entry
 from shared.schemas import GenerationCreate, GenerationPublic
 
 # What XRANGE/XREVRANGE answer with decode_responses=False.
@@ -44,6 +44,12 @@ class ClaimTarget:
     status: str
     attempt: int
     request: GenerationCreate
+    restart_reason: str | None = None
+    cancel_requested: bool = False
+    started_at: float | None = None
+    losses: int = 0
+    seq: int = 0
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +74,14 @@ class GenerationStore:
         self._append = _load_script(redis, "append")
         self._finish = _load_script(redis, "finish")
         self._renew = _load_script(redis, "renew")
+        self._requeue = _load_script(redis, "requeue")
+        self._cancel = _load_script(redis, "cancel")
 
-    async def create(self, generation_id: str, request: GenerationCreate, created_at: float) -> None:
-        """Write a new queued generation and its first event (``status queued``, id 1) in one transaction."""
+    async def create(self, generation_id: str, request: GenerationCreate, created_at: float, queue: str) -> None:
+        """Write a new queued generation and its first event (``status queued``, id 1) in one transaction.
+
+        ``queue`` is the Celery queue its task goes to; recovery dispatches it to the same queue again.
+        """
         event_type, data = encode_event(StatusEvent(status="queued", attempt=0))
         record: dict[str, str | bytes] = {
             "id": generation_id,
@@ -79,6 +90,7 @@ class GenerationStore:
             "created_at": f"{created_at:.3f}",
             "attempt": "0",
             "seq": "1",
+            "queue": queue,
             "request": request.model_dump_json(exclude_none=True),
         }
         if request.metadata:
@@ -86,11 +98,15 @@ class GenerationStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.record_key(generation_id), mapping=record)  # type: ignore[arg-type]
             pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
+            pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
             await pipe.execute()
 
     async def delete(self, generation_id: str) -> None:
         """Remove every key of a generation (used when its task could not be queued)."""
-        await self.redis.delete(*keys.generation_keys(generation_id))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys.generation_keys(generation_id))
+            pipe.zrem(keys.queued_key(), generation_id)
+            await pipe.execute()
 
     async def exists(self, generation_id: str) -> bool:
         """Whether the generation is known (and not expired)."""
@@ -137,8 +153,9 @@ class GenerationStore:
 
     async def load_claim_target(self, generation_id: str) -> ClaimTarget | None:
         """Status, attempt and request of a generation, ``None`` if it does not exist."""
-        status, attempt, request = cast(
-            list[bytes | None], await self.redis.hmget(keys.record_key(generation_id), ["status", "attempt", "request"])
+        fields = ["status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "seq", "queue"]
+        status, attempt, request, reason, cancel, started_at, losses, seq, queue = cast(
+            list[bytes | None], await self.redis.hmget(keys.record_key(generation_id), fields)
         )
         if status is None or request is None:
             return None
@@ -146,16 +163,50 @@ class GenerationStore:
             status=status.decode(),
             attempt=int(attempt or 0),
             request=GenerationCreate.model_validate_json(request),
+            restart_reason=_text(reason),
+            cancel_requested=cancel is not None,
+            started_at=float(started_at) if started_at else None,
+            losses=int(losses or 0),
+            seq=int(seq or 0),
+            queue=_text(queue) or "",
         )
 
+    async def queues_of(self, generation_ids: list[str]) -> dict[str, str]:
+        """The Celery queue each generation was submitted to."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                pipe.hget(keys.record_key(gid), "queue")
+            queues = await pipe.execute()
+        return {gid: (q or b"").decode() for gid, q in zip(generation_ids, queues, strict=True)}
+
+    async def get_text(self, generation_id: str) -> tuple[str, str]:
+        """The current attempt's reasoning and content so far."""
+        reasoning, content = cast(
+            list[bytes | None],
+            await self.redis.mget([keys.reasoning_key(generation_id), keys.content_key(generation_id)]),
+        )
+        return (reasoning or b"").decode(), (content or b"").decode()
+
     async def claim(
-        self, generation_id: str, expected_attempt: int, lease_ttl_ms: int, events: list[tuple[str, bytes]]
+        self,
+        generation_id: str,
+        expected_attempt: int,
+        lease_ttl_ms: int,
+        events: list[tuple[str, bytes]],
+        *,
+        handover: bool = False,
+        keep_text: bool = False,
     ) -> ClaimResult:
-        """Start attempt ``expected_attempt + 1`` if nobody else holds a live lease; append ``events``."""
-        args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms]
+        """Start attempt ``expected_attempt + 1`` and append ``events``.
+
+        Refused while another worker holds a live lease, unless the generation was handed back, or ``handover``
+        (the current attempt's own worker starts the next one). ``keep_text`` continues the text instead of
+        clearing it.
+        """
+        args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms, int(handover), int(keep_text)]
         for event_type, data in events:
             args += [event_type, data]
-        reply = await self._claim(keys=keys.generation_keys(generation_id), args=args)
+        reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
         outcome = reply[0].decode()
         if outcome == "claimed":
             return ClaimResult("claimed", seq=int(reply[1]))
@@ -190,13 +241,67 @@ class GenerationStore:
         ]
         for triple in events:
             args.extend(triple)
-        return int(await self._finish(keys=keys.generation_keys(generation_id), args=args))
+        return int(await self._finish(keys=keys.script_keys(generation_id), args=args))
 
-    async def renew_leases(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> list[str]:
-        """Extend the leases of ``(generation_id, attempt)`` pairs; returns the ids no longer owned."""
+    async def renew_leases(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> tuple[list[str], list[str]]:
+        """Extend the leases of ``(generation_id, attempt)`` pairs.
+
+        Returns the ids no longer owned, and the ids whose cancel was requested.
+        """
+        if not leases:
+            return [], []
+        lost, cancel = await self._renew(
+            keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)],
+            args=[lease_ttl_ms, *(a for _, a in leases)],
+        )
+        return [leases[int(i) - 1][0] for i in lost], [leases[int(i) - 1][0] for i in cancel]
+
+    async def requeue_expired(self, grace_ms: int, limit: int = 100) -> list[str]:
+        """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids."""
+        out = await self._requeue(keys=[keys.leases_key()], args=[keys.record_key(""), grace_ms, "worker_lost", limit])
+        return [gid.decode() for gid in out]
+
+    async def hand_back(self, leases: list[tuple[str, int]], reason: str, grace_ms: int) -> list[str]:
+        """Hand back ``(generation_id, attempt)`` pairs this worker owns (e.g. on shutdown); returns their ids."""
         if not leases:
             return []
-        lost = await self._renew(
-            keys=[keys.record_key(gid) for gid, _ in leases], args=[lease_ttl_ms, *(a for _, a in leases)]
+        args: list[str | int] = [keys.record_key(""), grace_ms, reason, len(leases)]
+        for gid, attempt in leases:
+            args += [gid, attempt]
+        out = await self._requeue(keys=[keys.leases_key()], args=args)
+        return [gid.decode() for gid in out]
+
+    async def _now_ms(self) -> int:
+        now_s, now_us = await self.redis.time()
+        return int(now_s) * 1000 + int(now_us) // 1000
+
+    async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:
+        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock)."""
+        now_ms = await self._now_ms()
+        ids = cast(
+            list[bytes],
+            await self.redis.zrangebyscore(keys.queued_key(), "-inf", now_ms - older_than_ms, start=0, num=limit),
         )
-        return [leases[int(i) - 1][0] for i in lost]
+        return [gid.decode() for gid in ids]
+
+    async def mark_dispatched(self, generation_ids: list[str]) -> list[str]:
+        """Record a new dispatch of queued generations; returns those still queued (the others were claimed)."""
+        if not generation_ids:
+            return []
+        now_ms = await self._now_ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for gid in generation_ids:
+                pipe.zadd(keys.queued_key(), {gid: now_ms}, xx=True, ch=True)
+            changed = await pipe.execute()
+        return [gid for gid, c in zip(generation_ids, changed, strict=True) if c]
+
+    async def cancel(self, generation_id: str, retention_s: int) -> tuple[str, str]:
+        """Cancel a generation: ``("cancelled", "")`` if it was queued, ``("requested", "")`` if running,
+        ``("ended", status)`` if it had ended, ``("missing", "")`` if unknown."""
+        _, status_data = encode_event(StatusEvent(status="cancelled", attempt=0))
+        _, done_data = encode_event(DoneEvent(status="cancelled", finish_reason="cancelled"))
+        reply = await self._cancel(keys=keys.script_keys(generation_id), args=[retention_s, status_data, done_data])
+        outcome = reply[0].decode()
+        if outcome == "requested":
+            await self.redis.publish(keys.cancel_channel(), generation_id)
+        return outcome, reply[1].decode() if len(reply) > 1 else ""

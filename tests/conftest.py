@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +53,9 @@ def stack_env(redis_server: RedisServer, sim_url: str) -> dict[str, str]:
         "REASONQ_MODEL_API_KEY": MODEL_API_KEY,
         "REASONQ_SSE_PING_S": "1",
         "REASONQ_LEASE_TTL_S": "3",
+        "REASONQ_SWEEP_INTERVAL_S": "0.5",
+        "REASONQ_PROVIDER_MAX_RETRIES": "2",
+        "REASONQ_PROVIDER_BACKOFF_S": "0.05",
     }
 
 
@@ -101,3 +105,66 @@ def api_url(stack_env: dict[str, str], logs_dir: Path, session_worker: ManagedPr
 def client(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=30) as c:
         yield c
+
+
+class Cluster:
+    """An API and workers on a private Celery queue (so tests can kill workers without touching others).
+
+    Args:
+        env: the stack's environment plus overrides.
+        logs_dir: where process logs go.
+        name: label for logs and the queue name.
+    """
+
+    def __init__(self, env: dict[str, str], logs_dir: Path, name: str) -> None:
+        import secrets
+
+        queue = f"test-{name}-{secrets.token_hex(3)}"
+        self.env = {**env, "REASONQ_QUEUE_NAME": queue}
+        self.queue = queue
+        self.workers = WorkerFactory(self.env, logs_dir)
+        self.logs_dir = logs_dir
+        self.name = name
+        self.api: ManagedProcess | None = None
+        self.api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+
+    def start_api(self) -> str:
+        self.api = ManagedProcess(
+            f"api-{self.name}",
+            python_m("api", "--port", str(self.api_port)),
+            self.env,
+            log_path=self.logs_dir / f"api-{self.name}.log",
+        ).start()
+        wait_until(lambda: http_ok(f"{self.url}/healthz"), timeout_s=30, what="API", process=self.api)
+        return self.url
+
+    def add_worker(self, concurrency: int = 50, env: dict[str, str] | None = None) -> ManagedProcess:
+        worker = self.workers(self.name, concurrency=concurrency, env=env)
+        log = worker.log_path
+        assert log is not None
+        wait_until(lambda: "ready" in log.read_text(errors="replace"), timeout_s=30, what="worker", process=worker)
+        return worker
+
+    def stop(self) -> None:
+        self.workers.stop_all()
+        if self.api is not None:
+            self.api.stop()
+
+
+@pytest.fixture
+def cluster(stack_env: dict[str, str], logs_dir: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A factory of private clusters, stopped after the test: ``cluster(env_overrides)``."""
+    made: list[Cluster] = []
+
+    def make(overrides: dict[str, str] | None = None, redis_url: str | None = None) -> Cluster:
+        env = {**stack_env, **(overrides or {})}
+        if redis_url:
+            env |= {"REASONQ_REDIS_URL": redis_url, "REASONQ_BROKER_URL": redis_url}
+        c = Cluster(env, logs_dir, f"{request.node.name[:20]}-{len(made)}".replace("[", "-").replace("]", ""))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

@@ -68,10 +68,17 @@ def read_events(
 
 
 def text_of(events: list[Ev]) -> tuple[str, str]:
-    """Reasoning and answer reconstructed from events."""
-    reasoning = "".join(e.data["delta"] for e in events if e.type == "reasoning")
-    content = "".join(e.data["delta"] for e in events if e.type == "content")
-    return reasoning, content
+    """Reasoning and answer as a client following the contract shows them (``restart`` discards the text)."""
+    reasoning: list[str] = []
+    content: list[str] = []
+    for e in events:
+        if e.type == "restart":
+            reasoning, content = [], []
+        elif e.type == "reasoning":
+            reasoning.append(e.data["delta"])
+        elif e.type == "content":
+            content.append(e.data["delta"])
+    return "".join(reasoning), "".join(content)
 
 
 def wait_status(client: httpx.Client, generation_id: str, statuses: set[str], timeout_s: float = 60) -> dict[str, Any]:
@@ -89,3 +96,36 @@ def wait_status(client: httpx.Client, generation_id: str, statuses: set[str], ti
 def assert_consecutive(events: list[Ev], start: int = 1) -> None:
     """Event ids are consecutive integers from ``start``."""
     assert [e.id for e in events] == list(range(start, start + len(events)))
+
+
+def follow_resuming(base_url: str, generation_id: str, timeout_s: float = 90) -> tuple[list[Ev], int]:
+    """Read to ``done`` the way a contract-following client does: on a dropped or ended connection, resume with
+    Last-Event-ID. Returns the events and the number of reconnections."""
+    deadline = time.monotonic() + timeout_s
+    events: list[Ev] = []
+    reconnects = 0
+    while time.monotonic() < deadline:
+        try:
+            with httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=30)) as client:
+                last = events[-1].id if events else None
+                more = read_events(client, generation_id, last_event_id=last, timeout_s=30)
+        except (httpx.HTTPError, AssertionError):
+            more = []
+        events += more
+        if events and events[-1].type == "done":
+            return events, reconnects
+        reconnects += 1
+        time.sleep(0.2)
+    raise AssertionError(f"generation {generation_id}: no done event after {timeout_s} s")
+
+
+def record_measurement(name: str, value: float, unit: str) -> None:
+    """Keep a figure a test measured (test-artifacts/measurements.json) for the README and closing notes."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "test-artifacts" / "measurements.json"
+    path.parent.mkdir(exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = {"value": round(value, 4), "unit": unit, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))

@@ -1,19 +1,55 @@
-"""The Celery app of the worker (``celery -A worker.app worker`` or ``reasonq worker``)."""
+"""The Celery app of the worker (``celery -A worker.app worker`` or ``reasonq worker``), and its process hooks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_shutdown, worker_shutdown
+from amqp.exceptions import ChannelError
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from shared.queue import create_celery
+from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
 from shared.settings import get_settings
-from worker.runtime import close_runtime
+from worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
+from worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
 
-app = create_celery(get_settings(), include=["worker.tasks"])
+settings = get_settings()
+app = create_celery(settings, include=["worker.tasks"])
+
+
+def _dispatch(generation_id: str, queue: str) -> None:
+    app.send_task(GENERATE_TASK, args=[generation_id], queue=queue, retry_policy=SEND_RETRY_POLICY)
+
+
+def _queue_depth(queue: str) -> int | None:
+    with app.connection_for_read() as conn:
+        try:
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
+        except ChannelError as e:
+            if getattr(e, "code", None) == 404 or "NOT_FOUND" in str(e):
+                return 0  # no such queue (kombu's Redis transport drops an empty one): nothing is waiting
+            raise
+        return int(declared.message_count)
+
+
+def create_runtime() -> WorkerRuntime:
+    """This process's runtime with its background loops (heartbeat, recovery sweep, cancel listener)."""
+    runtime = WorkerRuntime(settings, _dispatch, _queue_depth)
+    runtime.start_background(renew_leases_forever(runtime), sweep_forever(runtime), listen_for_cancels_forever(runtime))
+    return runtime
+
+
+@worker_ready.connect
+def _start_runtime(**_: Any) -> None:
+    get_runtime(create_runtime)  # sweeps run from the start, not from the first task
+
+
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    runtime = current_runtime()
+    if runtime is not None:
+        runtime.begin_shutdown(settings.shutdown_grace_s)
 
 
 @worker_shutdown.connect
-@worker_process_shutdown.connect
 def _close_runtime(**_: Any) -> None:
     close_runtime()

@@ -1,16 +1,105 @@
-"""One generation, start to end: claim it, stream the model into the event stream, record the outcome."""
+"""One generation, start to end: claim it, stream the model into the event stream, record the outcome.
+
+Provider trouble before the first token is retried with backoff (each retry visible as a ``status`` event);
+a stream that breaks after tokens flowed starts a new attempt (``restart``, or ``continue`` the answer where the
+provider supports it). Cancel, a lost lease and worker shutdown stop the upstream stream at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
 
 from shared.errors import FencedError, ModelError
-from shared.events import TERMINAL_STATUSES, StatusEvent, encode_event
-from worker.model import stream_completion
-from worker.runtime import WorkerRuntime
+from shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
+from shared.store import ClaimTarget
+from worker.model import StreamLimits, build_params, stream_completion
+from worker.runtime import RunningGeneration, WorkerRuntime
 from worker.writer import CancelRequested, EventWriter
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Attempt:
+    """The attempt being run and what it continues from."""
+
+    number: int
+    seq: int
+    continue_content: str | None = None
+
+
+class _Counter:
+    """Counts deltas on their way to the writer (for usage so far when a stream is cut short)."""
+
+    def __init__(self, writer: EventWriter, drop_reasoning: bool) -> None:
+        self.writer = writer
+        self.drop_reasoning = drop_reasoning
+        self.reasoning = 0
+        self.content = 0
+
+    def __call__(self, kind: str, text: str) -> None:
+        if kind == "reasoning":
+            if self.drop_reasoning:
+                return  # a continuation keeps the first attempt's reasoning trace
+            self.reasoning += 1
+        else:
+            self.content += 1
+        self.writer.add(kind, text)
+
+    @property
+    def tokens(self) -> int:
+        return self.reasoning + self.content
+
+    def usage(self) -> dict[str, Any]:
+        """Usage counted from the deltas received (about one per token), marked as an estimate."""
+        return {
+            "completion_tokens": self.tokens,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+            "estimated": True,
+        }
+
+
+def _retry_delay_s(runtime: WorkerRuntime, retry: int, error: ModelError) -> float:
+    settings = runtime.settings
+    delay = min(settings.provider_backoff_max_s, settings.provider_backoff_s * 2**retry)
+    delay *= 0.5 + random.random() / 2  # jitter: retries from many generations do not arrive together
+    if error.retry_after_s is not None:
+        delay = max(delay, min(error.retry_after_s, settings.provider_backoff_max_s))
+    return float(round(delay, 3))
+
+
+async def _claim(
+    runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, *, handover: bool = False, reason: str = ""
+) -> _Attempt | str:
+    """Claim the next attempt; returns it, or why not."""
+    store = runtime.store
+    number = target.attempt + 1
+    events: list[AnyEvent] = [StatusEvent(status="running", attempt=number)]
+    continue_content: str | None = None
+    if number > 1:
+        reason = reason or target.restart_reason or "worker_lost"
+        if runtime.settings.resume_strategy == "continue":
+            _, content = await store.get_text(generation_id)
+            continue_content = content or None
+        if continue_content is None:
+            events.append(RestartEvent(attempt=number, reason=reason))
+    claim = await store.claim(
+        generation_id,
+        target.attempt,
+        runtime.lease_ttl_ms,
+        [encode_event(e) for e in events],
+        handover=handover,
+        keep_text=continue_content is not None,
+    )
+    if claim.outcome != "claimed":
+        return f"{claim.outcome} {claim.detail}".strip()
+    logger.info("generation %s: attempt %d started%s", generation_id, number, f" ({reason})" if reason else "")
+    return _Attempt(number, claim.seq, continue_content)
 
 
 async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
@@ -28,44 +117,160 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     if target.status in TERMINAL_STATUSES:
         logger.info("generation %s: already %s, nothing to run", generation_id, target.status)
         return "finished"
-    attempt = target.attempt + 1
-    claim = await store.claim(
-        generation_id,
-        target.attempt,
-        runtime.lease_ttl_ms,
-        [encode_event(StatusEvent(status="running", attempt=attempt))],
+    if target.losses >= settings.max_worker_losses:
+        return await _give_up(runtime, generation_id, target)
+    attempt = await _claim(runtime, generation_id, target)
+    if isinstance(attempt, str):
+        logger.info("generation %s: not claimed (%s)", generation_id, attempt)
+        return attempt.split()[0]
+    writer = EventWriter(
+        store, generation_id, attempt.number, attempt.seq, settings.flush_interval_ms / 1000, settings.redis_outage_s
     )
-    if claim.outcome != "claimed":
-        logger.info("generation %s: not claimed (%s %s)", generation_id, claim.outcome, claim.detail)
-        return claim.outcome
-    logger.info("generation %s: attempt %d started", generation_id, attempt)
-    model = target.request.model or settings.default_model
-    writer = EventWriter(store, generation_id, attempt, claim.seq, settings.flush_interval_ms / 1000)
-    runtime.leases[generation_id] = attempt
+    if target.cancel_requested:
+        await writer.finish("cancelled", finish_reason="cancelled", retention_s=settings.retention_s)
+        return "cancelled"
+    started_at = target.started_at or time.time()
+    loop = asyncio.get_running_loop()
+    limits = StreamLimits(
+        stall_timeout_s=settings.stall_timeout_s,
+        deadline=loop.time() + max(0.0, started_at + settings.generation_timeout_s - time.time()),
+    )
+    running = RunningGeneration(generation_id, attempt.number)
+    runtime.running[generation_id] = running
     try:
-        try:
-            outcome = await stream_completion(runtime.model_client, target.request, model, writer.add, runtime.secrets)
-        except ModelError as e:
-            logger.warning("generation %s: model failed: %s", generation_id, e.message)
-            await writer.finish("failed", error=e.to_dict(), retention_s=settings.retention_s)
-            return "failed"
-        except CancelRequested:
-            await writer.finish("cancelled", finish_reason="cancelled", retention_s=settings.retention_s)
-            return "cancelled"
-        await writer.finish(
-            "completed", finish_reason=outcome.finish_reason, usage=outcome.usage, retention_s=settings.retention_s
-        )
-        logger.info(
-            "generation %s: completed (%s, %d events in %d writes)",
-            generation_id,
-            outcome.finish_reason,
-            writer.seq,
-            writer.writes,
-        )
-        return "completed"
-    except FencedError:
-        logger.warning("generation %s: attempt %d was fenced off; stopping", generation_id, attempt)
-        await writer.abandon()
-        return "fenced"
+        return await _stream_attempts(runtime, running, target, attempt, writer, limits)
     finally:
-        runtime.leases.pop(generation_id, None)
+        runtime.running.pop(generation_id, None)
+
+
+async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget) -> str:
+    """A poison generation: it lost ``max_worker_losses`` workers; end it failed instead of looping."""
+    attempt = await _claim(runtime, generation_id, target)
+    if isinstance(attempt, str):
+        return attempt.split()[0]
+    writer = EventWriter(runtime.store, generation_id, attempt.number, attempt.seq, 0.0)
+    error = {
+        "type": "too_many_attempts",
+        "message": f"gave up after losing {target.losses} workers while running this generation",
+    }
+    logger.error("generation %s: %s", generation_id, error["message"])
+    await writer.finish("failed", error=error, retention_s=runtime.settings.retention_s)
+    return "failed"
+
+
+async def _stream_attempts(
+    runtime: WorkerRuntime,
+    running: RunningGeneration,
+    target: ClaimTarget,
+    attempt: _Attempt,
+    writer: EventWriter,
+    limits: StreamLimits,
+) -> str:
+    settings = runtime.settings
+    generation_id = running.generation_id
+    model = target.request.model or settings.default_model
+    retries = 0
+    while True:
+        counter = _Counter(writer, drop_reasoning=attempt.continue_content is not None)
+        params = build_params(target.request, model, attempt.continue_content)
+        running.stream_task = asyncio.create_task(
+            stream_completion(runtime.model_client, params, counter, runtime.secrets, limits)
+        )
+        try:
+            outcome = await running.stream_task
+            await writer.finish(
+                "completed", finish_reason=outcome.finish_reason, usage=outcome.usage, retention_s=settings.retention_s
+            )
+            logger.info(
+                "generation %s: completed (%s, %d events in %d writes)",
+                generation_id,
+                outcome.finish_reason,
+                writer.seq,
+                writer.writes,
+            )
+            return "completed"
+        except asyncio.CancelledError:
+            reason = running.stop_reason
+            if reason is None:
+                raise  # the runtime itself is closing
+            return await _stopped(runtime, running, writer, counter, reason)
+        except CancelRequested:
+            return await _stopped(runtime, running, writer, counter, "cancel")
+        except FencedError:
+            logger.warning("generation %s: attempt %d was fenced off; stopping", generation_id, writer.attempt)
+            await writer.abandon()
+            return "fenced"
+        except ModelError as e:
+            if not e.retryable or retries >= settings.provider_max_retries:
+                logger.warning("generation %s: model failed: %s", generation_id, e.message)
+                await writer.finish(
+                    "failed",
+                    usage=counter.usage() if counter.tokens else None,
+                    error=e.to_dict(),
+                    retention_s=settings.retention_s,
+                )
+                return "failed"
+            retries += 1
+            if counter.tokens == 0:
+                delay_s = _retry_delay_s(runtime, retries - 1, e)
+                logger.warning("generation %s: %s; retry %d in %.1f s", generation_id, e.message, retries, delay_s)
+                writer.add_event(
+                    StatusEvent(status="running", attempt=writer.attempt, retry_in_s=delay_s, reason=e.message)
+                )
+                await asyncio.sleep(delay_s)
+                continue
+            # The stream broke after tokens flowed: a new attempt, by this same worker.
+            logger.warning(
+                "generation %s: stream broke after %d tokens (%s); new attempt",
+                generation_id,
+                counter.tokens,
+                e.message,
+            )
+            await writer.close()
+            fresh = await runtime.store.load_claim_target(generation_id)
+            if fresh is None or fresh.status != "running" or fresh.attempt != writer.attempt:
+                return "fenced"
+            next_attempt = await _claim(runtime, generation_id, fresh, handover=True, reason="provider_error")
+            if isinstance(next_attempt, str):
+                return next_attempt.split()[0]
+            attempt = next_attempt
+            running.attempt = attempt.number
+            writer = EventWriter(
+                runtime.store,
+                generation_id,
+                attempt.number,
+                attempt.seq,
+                settings.flush_interval_ms / 1000,
+                settings.redis_outage_s,
+            )
+
+
+async def _stopped(
+    runtime: WorkerRuntime, running: RunningGeneration, writer: EventWriter, counter: _Counter, reason: str
+) -> str:
+    """The stream was stopped on purpose: end cancelled, hand back on shutdown, or let go when lost."""
+    settings = runtime.settings
+    generation_id = running.generation_id
+    if reason == "cancel":
+        try:
+            await writer.finish(
+                "cancelled", finish_reason="cancelled", usage=counter.usage(), retention_s=settings.retention_s
+            )
+        except FencedError:
+            return "fenced"
+        logger.info("generation %s: cancelled after %d tokens", generation_id, counter.tokens)
+        return "cancelled"
+    if reason == "shutdown":
+        try:
+            await writer.close()
+        except FencedError:
+            return "fenced"
+        handed = await runtime.store.hand_back(
+            [(generation_id, writer.attempt)], "worker_shutdown", grace_ms=runtime.lease_ttl_ms
+        )
+        if handed:
+            queues = await runtime.store.queues_of(handed)
+            await runtime.dispatch(generation_id, queues[generation_id])
+        return "handed_back"
+    await writer.abandon()
+    return "lost"

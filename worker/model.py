@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -16,6 +17,7 @@ from shared.settings import Settings
 
 # Request fields passed to the provider when the client set them.
 _OPTIONAL_PARAMS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "stop", "seed")
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +28,18 @@ class StreamOutcome:
     usage: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Time limits of one upstream stream, in the event loop's clock."""
+
+    stall_timeout_s: float
+    deadline: float
+
+
 def create_model_client(settings: Settings) -> AsyncOpenAI:
     """One client per worker process: it pools connections to the provider (up to 1,000 by the SDK's default).
 
-    The SDK's own retries are off: a retry after tokens were streamed would duplicate them.
+    The SDK's own retries are off: reasonq retries itself, visibly, and never after tokens were streamed.
     """
     return AsyncOpenAI(
         base_url=settings.model_base_url,
@@ -39,65 +49,94 @@ def create_model_client(settings: Settings) -> AsyncOpenAI:
     )
 
 
+def _retry_after_s(e: openai.APIStatusError) -> float | None:
+    value = e.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _model_error(e: Exception, secrets: list[str]) -> ModelError:
     if isinstance(e, openai.APIStatusError):
         return ModelError(
             "provider_http_error",
             redact(f"provider answered HTTP {e.status_code}: {e.message}", secrets),
             e.status_code,
+            retryable=e.status_code in _RETRYABLE_STATUS,
+            retry_after_s=_retry_after_s(e),
         )
     if isinstance(e, openai.APITimeoutError):
-        return ModelError("provider_timeout", "provider timed out")
+        return ModelError("provider_timeout", "provider timed out", retryable=True)
     if isinstance(e, openai.APIConnectionError):
         cause = e.__cause__ or e
-        return ModelError("provider_connection", redact(f"connection to provider failed: {cause!r}", secrets))
+        message = redact(f"connection to provider failed: {type(cause).__name__}: {cause}", secrets)
+        return ModelError("provider_connection", message, retryable=True)
     return ModelError("provider_error", redact(f"{type(e).__name__}: {e}", secrets))
 
 
-async def stream_completion(
-    client: AsyncOpenAI,
-    request: GenerationCreate,
-    model: str,
-    on_delta: Callable[[str, str], None],
-    secrets: list[str],
-) -> StreamOutcome:
-    """Stream one completion, calling ``on_delta(kind, text)`` for each reasoning or content delta.
+def build_params(request: GenerationCreate, model: str, continue_content: str | None) -> dict[str, Any]:
+    """The chat-completions request for one attempt.
 
-    DeepSeek sends the reasoning trace as ``delta.reasoning_content``, vLLM (newer) as ``delta.reasoning``; the
-    SDK keeps both as extra attributes. Usage comes from the final chunk (``choices == []``).
-
-    Raises:
-        ModelError: the provider failed (HTTP error, timeout, broken stream); its message is redacted.
+    With ``continue_content``, the partial answer is sent back as a trailing assistant message that the model
+    continues: DeepSeek's chat prefix completion (``"prefix": true`` on the message) and vLLM's
+    ``continue_final_message`` both read it.
     """
     params: dict[str, Any] = {
         name: getattr(request, name) for name in _OPTIONAL_PARAMS if getattr(request, name) is not None
     }
-    params |= {
-        "model": model,
-        "messages": [m.model_dump() for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    messages: list[dict[str, Any]] = [m.model_dump() for m in request.messages]
+    if continue_content:
+        messages.append({"role": "assistant", "content": continue_content, "prefix": True})
+        params["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+    params |= {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    return params
+
+
+async def stream_completion(
+    client: AsyncOpenAI,
+    params: dict[str, Any],
+    on_delta: Callable[[str, str], None],
+    secrets: list[str],
+    limits: StreamLimits,
+) -> StreamOutcome:
+    """Stream one completion, calling ``on_delta(kind, text)`` for each reasoning or content delta.
+
+    DeepSeek sends the reasoning trace as ``delta.reasoning_content``, vLLM (newer) as ``delta.reasoning``; the
+    SDK keeps both as extra attributes. Usage comes from the final chunk (``choices == []``). Leaving early (a
+    cancelled task) closes the upstream HTTP response, so the provider stops generating.
+
+    Raises:
+        ModelError: the provider failed (HTTP error, timeout, broken stream), no token came for
+            ``stall_timeout_s``, or the deadline passed; the message is redacted.
+    """
+    loop = asyncio.get_running_loop()
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     try:
-        stream = cast(AsyncStream[ChatCompletionChunk], await client.chat.completions.create(**params))
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage.model_dump(exclude_none=True)
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    extra = delta.model_extra or {}
-                    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-                    if reasoning:
-                        on_delta("reasoning", reasoning)
-                    if delta.content:
-                        on_delta("content", delta.content)
-                    if choice.finish_reason is not None:
-                        finish_reason = choice.finish_reason
+        async with asyncio.timeout(min(limits.deadline, loop.time() + limits.stall_timeout_s)) as budget:
+            stream = cast(AsyncStream[ChatCompletionChunk], await client.chat.completions.create(**params))
+            async with stream:
+                async for chunk in stream:
+                    budget.reschedule(min(limits.deadline, loop.time() + limits.stall_timeout_s))
+                    if chunk.usage is not None:
+                        usage = chunk.usage.model_dump(exclude_none=True)
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        extra = delta.model_extra or {}
+                        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+                        if reasoning:
+                            on_delta("reasoning", reasoning)
+                        if delta.content:
+                            on_delta("content", delta.content)
+                        if choice.finish_reason is not None:
+                            finish_reason = choice.finish_reason
+    except TimeoutError as e:
+        if loop.time() >= limits.deadline:
+            raise ModelError("generation_timeout", "the generation ran past its deadline") from e
+        raise ModelError("stall_timeout", f"no token from the provider for {limits.stall_timeout_s:g} s") from e
     except openai.OpenAIError as e:
         raise _model_error(e, secrets) from e
     if finish_reason is None:
-        raise ModelError("provider_stream_incomplete", "provider stream ended without a finish reason")
+        raise ModelError("provider_stream_incomplete", "provider stream ended without a finish reason", retryable=True)
     return StreamOutcome(finish_reason=finish_reason, usage=usage)

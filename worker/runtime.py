@@ -2,16 +2,19 @@
 
 Celery's pool threads only wait on futures; the streams themselves are coroutines on this loop, so one process
 runs hundreds of concurrent generations with one Redis pool and one pooled HTTP client to the provider.
+Beside them run the process's lease heartbeat, recovery sweep and cancel listener (``worker/recovery.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI
@@ -35,14 +38,39 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+@dataclass(eq=False)
+class RunningGeneration:
+    """A generation this process is running: its attempt, and a way to stop its upstream stream."""
+
+    generation_id: str
+    attempt: int
+    stream_task: asyncio.Task[Any] | None = None
+    stop_reason: str | None = None
+    started: float = field(default=0.0)
+
+    def stop(self, reason: str) -> None:
+        """Stop the upstream stream (``cancel``, ``shutdown`` or ``lost``); the first reason wins."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.stream_task is not None:
+            self.stream_task.cancel()
+
+
 class WorkerRuntime:
     """Clients and background tasks shared by the generations of one worker process.
 
     Args:
         settings: the process settings; ``model_base_url`` must be set.
+        dispatch: sends a generation's task to a queue (blocking; run in a thread).
+        queue_depth: the number of messages waiting in a queue, or ``None`` if unknown.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dispatch: Callable[[str, str], None] | None = None,
+        queue_depth: Callable[[str], int | None] | None = None,
+    ) -> None:
         if not settings.model_base_url:
             raise ConfigurationError(
                 "REASONQ_MODEL_BASE_URL is not set: point it at an OpenAI-compatible endpoint "
@@ -50,16 +78,18 @@ class WorkerRuntime:
             )
         self.settings = settings
         self.pid = os.getpid()
-        # generation id -> attempt, for the lease heartbeat
-        self.leases: dict[str, int] = {}
+        self.running: dict[str, RunningGeneration] = {}
         self.secrets = [settings.model_api_key.get_secret_value()]
+        self.shutting_down = False
+        self._dispatch = dispatch
+        self._queue_depth = queue_depth
         self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="reasonq-loop", daemon=True)
         self._thread.start()
         self.redis: Redis = self.run(self._make_redis())
         self.store = GenerationStore(self.redis)
         self.model_client: AsyncOpenAI = self.run(self._make_model_client())
-        self._heartbeat = asyncio.run_coroutine_threadsafe(self._renew_leases_forever(), self._loop)
+        self._background: list[concurrent.futures.Future[None]] = []
 
     async def _make_redis(self) -> Redis:
         return create_redis(self.settings.redis_url, max_connections=self.settings.redis_max_connections)
@@ -72,28 +102,58 @@ class WorkerRuntime:
         """The lease a claim takes and each heartbeat extends."""
         return int(self.settings.lease_ttl_s * 1000)
 
+    def start_background(self, *coros: Coroutine[Any, Any, None]) -> None:
+        """Run background loops on the runtime's loop until ``close()``."""
+        for coro in coros:
+            self._background.append(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result (called from Celery's pool threads)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _renew_leases_forever(self) -> None:
-        interval_s = self.settings.lease_ttl_s / 3
-        while True:
-            await asyncio.sleep(interval_s)
-            leases = list(self.leases.items())
-            try:
-                lost = await self.store.renew_leases(leases, self.lease_ttl_ms)
-            except Exception:
-                logger.exception("lease heartbeat failed for %d generations", len(leases))
-                continue
-            for generation_id in lost:
-                logger.warning("generation %s: lease lost (another attempt owns it, or it ended)", generation_id)
+    async def dispatch(self, generation_id: str, queue: str) -> bool:
+        """Send a generation's task to ``queue``; ``False`` (logged) if the broker is unreachable."""
+        if self._dispatch is None:
+            return False
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._dispatch, generation_id, queue or self.settings.queue_name
+            )
+        except Exception as e:
+            logger.warning("generation %s: could not dispatch its task: %s", generation_id, e)
+            return False
+        return True
+
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages waiting in ``queue``, ``None`` if the broker cannot tell."""
+        if self._queue_depth is None:
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._queue_depth, queue)
+        except Exception as e:
+            logger.warning("could not read the queue depth: %s", e)
+            return None
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Let running generations finish for ``grace_s``, then hand the rest back to the queue."""
+        self.shutting_down = True
+
+        async def _after_grace() -> None:
+            await asyncio.sleep(grace_s)
+            for running in list(self.running.values()):
+                logger.info("generation %s: handing back (worker shutting down)", running.generation_id)
+                running.stop("shutdown")
+
+        logger.info("worker shutting down: %d generations running, grace %.0f s", len(self.running), grace_s)
+        self._background.append(asyncio.run_coroutine_threadsafe(_after_grace(), self._loop))
 
     def close(self) -> None:
-        """Stop the heartbeat, close the clients and the loop."""
-        self._heartbeat.cancel()
+        """Stop the background loops, close the clients and the loop."""
 
         async def _close() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
             await self.model_client.close()
             await self.redis.aclose()
 
@@ -107,13 +167,18 @@ _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
 
 
-def get_runtime() -> WorkerRuntime:
-    """The runtime of this process, created on first use (and anew in a forked child)."""
+def get_runtime(factory: Callable[[], WorkerRuntime] | None = None) -> WorkerRuntime:
+    """The runtime of this process, created on first use by ``factory`` (and anew in a forked child)."""
     global _runtime
     with _runtime_lock:
         if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = WorkerRuntime(get_settings())
+            _runtime = factory() if factory is not None else WorkerRuntime(get_settings())
         return _runtime
+
+
+def current_runtime() -> WorkerRuntime | None:
+    """The runtime of this process if one was started."""
+    return _runtime if _runtime is not None and _runtime.pid == os.getpid() else None
 
 
 def close_runtime() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from shared.queue import GENERATE_TASK
-from worker.app import app
+from worker.app import app, create_runtime
 from worker.generation import run_generation
 from worker.runtime import get_runtime
 
 
-@app.task(name=GENERATE_TASK, acks_late=True, ignore_result=True)
+@app.task(name=GENERATE_TASK, ignore_result=True)
 def generate(generation_id: str) -> str:
     """Run one generation on this process's event loop; a redelivered message for it is a no-op."""
-    runtime = get_runtime()
+    runtime = get_runtime(create_runtime)
     return runtime.run(run_generation(runtime, generation_id))

@@ -3,22 +3,30 @@
 The first delta after a quiet period is written at once, so a slow model shows every token immediately;
 deltas that arrive while a write is in flight, or within ``interval_s`` of the previous write, are merged into
 one event per kind, so a fast model costs about one Redis round trip per interval instead of one per token.
+
+While Redis is unreachable the writer keeps buffering and retries the same write (the store's scripts make a
+retried write idempotent) for up to ``outage_s``; then the generation is given up to the recovery sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from shared.errors import FencedError
-from shared.events import DoneEvent, StatusEvent, encode_delta, encode_event
+from shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
 from shared.store import EventTriple, GenerationStore
 
 logger = logging.getLogger(__name__)
 
 FENCED = -1
 CANCEL_REQUESTED = -2
+_DELTA_KINDS = frozenset({"reasoning", "content"})
 
 
 class CancelRequested(Exception):
@@ -34,15 +42,26 @@ class EventWriter:
         attempt: the attempt this writer speaks for; every write is fenced on it.
         seq: the id of the last event already in the stream.
         interval_s: minimum time between two writes.
+        outage_s: how long to keep retrying a write while Redis is unreachable.
     """
 
-    def __init__(self, store: GenerationStore, generation_id: str, attempt: int, seq: int, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: GenerationStore,
+        generation_id: str,
+        attempt: int,
+        seq: int,
+        interval_s: float,
+        outage_s: float = 30.0,
+    ) -> None:
         self._store = store
         self._generation_id = generation_id
         self._attempt = attempt
         self._seq = seq
         self._interval_s = interval_s
-        self._pending: list[tuple[str, list[str]]] = []
+        self._outage_s = outage_s
+        # [kind, text parts] for deltas; [kind, [], data] for other events
+        self._pending: list[tuple[str, list[str], bytes]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._error: BaseException | None = None
@@ -55,6 +74,11 @@ class EventWriter:
         """The id of the last event written."""
         return self._seq
 
+    @property
+    def attempt(self) -> int:
+        """The attempt this writer speaks for."""
+        return self._attempt
+
     def add(self, kind: str, text: str) -> None:
         """Queue a ``reasoning`` or ``content`` delta; raises if the writer has been fenced or cancelled."""
         if self._error is not None:
@@ -64,15 +88,26 @@ class EventWriter:
         if self._pending and self._pending[-1][0] == kind:
             self._pending[-1][1].append(text)
         else:
-            self._pending.append((kind, [text]))
+            self._pending.append((kind, [text], b""))
+        self._wakeup.set()
+
+    def add_event(self, event: AnyEvent) -> None:
+        """Queue a non-delta event (a retry status, for instance), in order with the deltas."""
+        if self._error is not None:
+            raise self._error
+        event_type, data = encode_event(event)
+        self._pending.append((event_type, [], data))
         self._wakeup.set()
 
     def _take_pending(self) -> list[EventTriple]:
         batch, self._pending = self._pending, []
         triples: list[EventTriple] = []
-        for kind, parts in batch:
-            text = "".join(parts)
-            triples.append((kind, encode_delta(text), text))
+        for kind, parts, data in batch:
+            if kind in _DELTA_KINDS:
+                text = "".join(parts)
+                triples.append((kind, encode_delta(text), text))
+            else:
+                triples.append((kind, data, ""))
         return triples
 
     async def _run(self) -> None:
@@ -96,21 +131,48 @@ class EventWriter:
         except BaseException as e:  # surfaced to the producer through add() and finish()
             self._error = e
             if not isinstance(e, FencedError | CancelRequested | asyncio.CancelledError):
-                logger.exception("generation %s: stream write failed", self._generation_id)
+                logger.error("generation %s: stream write failed: %r", self._generation_id, e)
 
-    async def _write(self, triples: list[EventTriple]) -> None:
-        seq = await self._store.append(self._generation_id, self._attempt, self._seq, triples)
-        self.writes += 1
+    async def _retrying(self, write: Callable[[], Awaitable[int]]) -> int:
+        deadline = time.monotonic() + self._outage_s
+        delay_s = 0.1
+        while True:
+            try:
+                return await write()
+            except (RedisError, OSError) as e:
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                logger.warning(
+                    "generation %s: Redis unreachable (%s); retrying in %.1f s", self._generation_id, e, delay_s
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+
+    def _check(self, seq: int) -> int:
         if seq == FENCED:
             raise FencedError(f"generation {self._generation_id}: attempt {self._attempt} no longer owns it")
         if seq == CANCEL_REQUESTED:
             raise CancelRequested(self._generation_id)
-        self._seq = seq
+        return seq
+
+    async def _write(self, triples: list[EventTriple]) -> None:
+        seq = await self._retrying(lambda: self._store.append(self._generation_id, self._attempt, self._seq, triples))
+        self.writes += 1
+        self._seq = self._check(seq)
 
     async def _stop(self) -> None:
         self._closing = True
         self._wakeup.set()
         await self._task
+
+    async def close(self) -> None:
+        """Write what is pending and stop, without ending the generation."""
+        await self._stop()
+        if isinstance(self._error, FencedError):
+            raise self._error
+        triples = self._take_pending()
+        if triples:
+            await self._write(triples)
 
     async def finish(
         self,
@@ -132,7 +194,9 @@ class EventWriter:
             event_type, data = encode_event(event)
             triples.append((event_type, data, ""))
         outcome = (status, finish_reason, usage, error)
-        seq = await self._store.finish(self._generation_id, self._attempt, self._seq, retention_s, outcome, triples)
+        seq = await self._retrying(
+            lambda: self._store.finish(self._generation_id, self._attempt, self._seq, retention_s, outcome, triples)
+        )
         self.writes += 1
         if seq == FENCED:
             raise FencedError(f"generation {self._generation_id}: attempt {self._attempt} no longer owns it")

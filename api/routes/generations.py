@@ -9,14 +9,15 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
-from shared.queue import GENERATE_TASK
-from shared.schemas import GenerationAccepted, GenerationCreate, GenerationPublic
+from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
+from shared.schemas import GenerationAccepted, GenerationCancel, GenerationCreate, GenerationPublic
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -24,7 +25,6 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
 # "gen_" + 22 url-safe characters: 128 random bits.
 _ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{22}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such generation (or it expired)"}}
-_SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def new_generation_id() -> str:
@@ -49,14 +49,14 @@ async def create_generation(
     generation_id = new_generation_id()
     body.model = body.model or settings.default_model
     created_at = time.time()
-    await store.create(generation_id, body, created_at)
+    await store.create(generation_id, body, created_at, settings.queue_name)
     try:
         await run_in_threadpool(
             celery.send_task,
             GENERATE_TASK,
             args=[generation_id],
             queue=settings.queue_name,
-            retry_policy=_SEND_RETRY_POLICY,
+            retry_policy=SEND_RETRY_POLICY,
         )
     except (OperationalError, OSError) as e:
         logger.warning("generation %s: could not queue its task: %s", generation_id, e)
@@ -77,6 +77,29 @@ async def get_generation(generation_id: GenerationId, store: StoreDep) -> Genera
     if generation is None:
         raise ApiError(404, "not_found", "no generation with this id")
     return generation
+
+
+@router.post(
+    "/{generation_id}/cancel",
+    response_model=GenerationCancel,
+    responses={**_ERRORS, 202: {"model": GenerationCancel, "description": "Cancel requested; stopping"}},
+)
+async def cancel_generation(generation_id: GenerationId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+    """Cancel a generation (idempotent).
+
+    Queued: it ends ``cancelled`` now and never starts (200). Running: its worker stops the upstream stream
+    and ends it ``cancelled`` with the text so far (202; the ``done`` event follows). Ended: nothing changes (200).
+    """
+    outcome, status = await store.cancel(_checked_id(generation_id), settings.retention_s)
+    if outcome == "missing":
+        raise ApiError(404, "not_found", "no generation with this id")
+    if outcome == "requested":
+        body = GenerationCancel(id=generation_id, status="running", cancel_requested=True)
+        logger.info("generation %s: cancel requested", generation_id)
+        return JSONResponse(body.model_dump(), status_code=202)
+    final = "cancelled" if outcome == "cancelled" else status
+    body = GenerationCancel(id=generation_id, status=final, cancel_requested=final == "cancelled")
+    return JSONResponse(body.model_dump(), status_code=200)
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:

@@ -73,7 +73,37 @@ class _ChunkEncoder:
         return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
 
-async def _stream(script: Script, model: str, rate: float, include_usage: bool) -> AsyncIterator[bytes]:
+class _Stats:
+    """What the simulator saw, for tests: requests, completed streams, and streams the client dropped."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.completed = 0
+        self.disconnects: list[str] = []
+        self.by_digest: dict[str, int] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "completed": self.completed, "disconnects": self.disconnects[-1000:]}
+
+
+async def _stream(
+    script: Script, model: str, rate: float, include_usage: bool, faulty: bool, stats: _Stats, label: str
+) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        async for chunk in _chunks(script, model, rate, include_usage, faulty):
+            yield chunk
+        finished = True
+        stats.completed += 1
+    except _Aborted:
+        finished = True  # dropped on purpose, not by the client
+        raise
+    finally:
+        if not finished:
+            stats.disconnects.append(label)  # the client closed the stream before the end
+
+
+async def _chunks(script: Script, model: str, rate: float, include_usage: bool, faulty: bool) -> AsyncIterator[bytes]:
     enc = _ChunkEncoder(model)
     d = script.directives
     first = {"role": "assistant", "content": None, "reasoning_content": ""}
@@ -82,7 +112,7 @@ async def _stream(script: Script, model: str, rate: float, include_usage: bool) 
     start = time.monotonic()
     pending: list[bytes] = []
     for i, (field, text) in enumerate(tokens):
-        if d.fail_after is not None and i == d.fail_after:
+        if faulty and d.fail_after is not None and i == d.fail_after:
             if pending:
                 yield b"".join(pending)
             raise _Aborted
@@ -135,6 +165,7 @@ def _completion(script: Script, model: str) -> dict[str, Any]:
 
 def create_app(tokens_per_s: float) -> Starlette:
     """The simulator app; ``tokens_per_s`` is the default rate (0 = unlimited), a request may override it."""
+    stats = _Stats()
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -145,7 +176,10 @@ def create_app(tokens_per_s: float) -> Starlette:
             return _error(400, "messages must be a non-empty list")
         script = build_script(body)
         d = script.directives
-        if d.status is not None and d.status >= 400:
+        stats.requests += 1
+        seen = stats.by_digest[script.digest] = stats.by_digest.get(script.digest, 0) + 1
+        faulty = d.fail_times is None or seen <= d.fail_times
+        if faulty and d.status is not None and d.status >= 400:
             headers = {"Retry-After": "1"} if d.status == 429 else None
             return _error(d.status, f"simulated HTTP {d.status} (sim:status)", headers)
         model = str(body.get("model") or MODEL_ID)
@@ -153,8 +187,10 @@ def create_app(tokens_per_s: float) -> Starlette:
             return JSONResponse(_completion(script, model))
         rate = d.tokens_per_s if d.tokens_per_s is not None else tokens_per_s
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        last_user: dict[str, Any] = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+        label = str(last_user.get("content", ""))[:200]
         return _AbortableStream(
-            _stream(script, model, rate, include_usage),
+            _stream(script, model, rate, include_usage, faulty, stats, label),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Reasonq-Simulator": "1"},
         )
@@ -167,10 +203,14 @@ def create_app(tokens_per_s: float) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "simulator": True})
 
+    async def sim_stats(request: Request) -> Response:
+        return JSONResponse(stats.to_dict())
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/sim/stats", sim_stats, methods=["GET"]),
         ]
     )

@@ -6,7 +6,12 @@ Directives are ``sim:NAME=VALUE`` words anywhere in the messages, for tests and 
 - ``sim:tokens_per_s=R``: token rate for this request (0 = as fast as possible);
 - ``sim:fail_after=N``: drop the connection after N tokens (a broken upstream stream);
 - ``sim:stall_after=N`` with ``sim:stall_s=S``: stop sending for S seconds after N tokens;
-- ``sim:status=CODE``: answer this HTTP error (429 carries ``Retry-After``) instead of streaming.
+- ``sim:status=CODE``: answer this HTTP error (429 carries ``Retry-After``) instead of streaming;
+- ``sim:fail_times=K``: apply ``fail_after`` / ``status`` only to the first K requests for the same prompt.
+
+A request whose last message is an assistant message with ``"prefix": true`` (DeepSeek's chat prefix
+completion), or that sets ``continue_final_message`` (vLLM), continues that partial answer: the simulator
+streams the rest of the same answer, with no new reasoning.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Directives:
     stall_after: int | None = None
     stall_s: float = 0.0
     status: int | None = None
+    fail_times: int | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +59,7 @@ class Script:
     finish_reason: str
     prompt_tokens: int
     directives: Directives = field(default_factory=Directives)
+    digest: str = ""
 
     @property
     def completion_tokens(self) -> int:
@@ -77,7 +84,7 @@ def parse_directives(messages: list[dict[str, Any]]) -> Directives:
         if isinstance(content, str):
             found.update(_DIRECTIVE.findall(content))
     kwargs: dict[str, Any] = {}
-    for name in ("reasoning_tokens", "content_tokens", "fail_after", "stall_after", "status"):
+    for name in ("reasoning_tokens", "content_tokens", "fail_after", "stall_after", "status", "fail_times"):
         if name in found:
             kwargs[name] = int(float(found[name]))
     for name in ("tokens_per_s", "stall_s"):
@@ -96,8 +103,34 @@ def _words(rng: random.Random, n: int, opening: str) -> list[str]:
     return tokens
 
 
+def continuation_prefix(body: dict[str, Any]) -> str | None:
+    """The partial answer a continuation request asks to continue, ``None`` for an ordinary request."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else None
+    if (
+        isinstance(last, dict)
+        and last.get("role") == "assistant"
+        and (last.get("prefix") or body.get("continue_final_message"))
+    ):
+        return str(last.get("content") or "")
+    return None
+
+
 def build_script(body: dict[str, Any]) -> Script:
-    """The deterministic script for a chat-completions request body (same body and seed, same text)."""
+    """The deterministic script for a chat-completions request body (same body and seed, same text).
+
+    For a continuation, the script of the original request with the continued part (and the reasoning) cut off.
+    """
+    prefix = continuation_prefix(body)
+    if prefix is not None:
+        script = build_script({**body, "messages": body["messages"][:-1], "continue_final_message": None})
+        done, skip = "", 0
+        while skip < len(script.content) and len(done) < len(prefix):
+            done += script.content[skip]
+            skip += 1
+        script.reasoning = []
+        script.content = script.content[skip:] if done == prefix else script.content
+        return script
     messages = body.get("messages") or []
     directives = parse_directives(messages)
     digest = hashlib.sha256(
@@ -115,4 +148,4 @@ def build_script(body: dict[str, Any]) -> Script:
         reasoning = reasoning[:max_tokens]
         content = content[: max_tokens - len(reasoning)]
     prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
-    return Script(reasoning, content, finish_reason, prompt_tokens, directives)
+    return Script(reasoning, content, finish_reason, prompt_tokens, directives, digest.hex()[:16])

@@ -3,11 +3,12 @@
 -- without writing again.
 -- KEYS: record, events, reasoning, content
 -- ARGV: attempt, expected_seq, then (type, data, text) triples; text is APPENDed for reasoning/content
--- Returns the last seq, -1 when fenced (another attempt owns it, or it ended), -2 when cancel was requested.
+-- Returns the last seq, -1 when fenced (another attempt owns it, it was handed back, or it ended), -2 when
+-- cancel was requested.
 local rec = KEYS[1]
-local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'cancel', 'written_from')
+local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'cancel', 'written_from', 'requeued')
 local n = (#ARGV - 2) / 3
-if st[1] ~= ARGV[1] or st[2] ~= 'running' then return -1 end
+if st[1] ~= ARGV[1] or st[2] ~= 'running' or st[6] then return -1 end
 local seq = tonumber(st[3])
 local expected = tonumber(ARGV[2])
 if seq == expected + n and st[5] == ARGV[2] then return seq end

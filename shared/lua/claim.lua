@@ -1,26 +1,30 @@
 -- Claim a generation for a new attempt (compare-and-set on the attempt number).
--- KEYS: record, events, reasoning, content
--- ARGV: expected_attempt, lease_ttl_ms, then (type, data) pairs of events to append
+-- KEYS: record, events, reasoning, content, leases, queued
+-- ARGV: expected_attempt, lease_ttl_ms, handover ('1' when the current attempt's own worker starts the next),
+--       keep_text ('1' to continue the text rather than restart it), then (type, data) pairs of events
 -- Returns {'claimed', seq} | {'missing'} | {'finished', status} | {'busy', lease_left_ms} | {'conflict', attempt}
 local rec = KEYS[1]
-local st = redis.call('HMGET', rec, 'status', 'attempt', 'seq', 'lease_until_ms', 'started_at')
+local st = redis.call('HMGET', rec, 'status', 'attempt', 'seq', 'lease_until_ms', 'started_at', 'requeued', 'id')
 if not st[1] then return {'missing'} end
 if st[1] == 'completed' or st[1] == 'failed' or st[1] == 'cancelled' then return {'finished', st[1]} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if st[1] == 'running' and tonumber(st[4] or '0') > now_ms then
+-- A live lease is respected unless the generation was handed back (requeued) or its owner hands over.
+if st[1] == 'running' and tonumber(st[4] or '0') > now_ms and not st[6] and ARGV[3] ~= '1' then
   return {'busy', tostring(tonumber(st[4]) - now_ms)}
 end
 if st[2] ~= ARGV[1] then return {'conflict', st[2]} end
 local attempt = tonumber(ARGV[1]) + 1
 local seq = tonumber(st[3])
-for i = 3, #ARGV, 2 do
+if ARGV[4] ~= '1' then redis.call('DEL', KEYS[3], KEYS[4]) end
+for i = 5, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
 end
-redis.call('HSET', rec, 'status', 'running', 'attempt', attempt, 'seq', seq,
-  'lease_until_ms', now_ms + tonumber(ARGV[2]))
+local lease_until = now_ms + tonumber(ARGV[2])
+redis.call('HSET', rec, 'status', 'running', 'attempt', attempt, 'seq', seq, 'lease_until_ms', lease_until)
+redis.call('HDEL', rec, 'requeued', 'restart_reason')
 if not st[5] then redis.call('HSET', rec, 'started_at', string.format('%.3f', now_ms / 1000)) end
--- A new attempt starts its text afresh (viewers get a 'restart' event in ARGV).
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('ZADD', KEYS[5], lease_until, st[7])
+redis.call('ZREM', KEYS[6], st[7])
 return {'claimed', seq}

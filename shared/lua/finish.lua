@@ -1,17 +1,17 @@
 -- End the generation: append the last events (pending deltas, the final status, done), write the outcome,
 -- and start the retention clock on every key of the generation. Idempotent like append.lua.
--- KEYS: record, events, reasoning, content
+-- KEYS: record, events, reasoning, content, leases, queued
 -- ARGV: attempt, expected_seq, retention_s, status, finish_reason, usage_json, error_json,
 --       then (type, data, text) triples
 -- Returns the last seq, or -1 when fenced.
 local rec = KEYS[1]
-local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'written_from')
+local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'written_from', 'id', 'requeued')
 local n = (#ARGV - 7) / 3
 if st[1] ~= ARGV[1] then return -1 end
 local seq = tonumber(st[3])
 local expected = tonumber(ARGV[2])
 if st[2] == ARGV[4] and seq == expected + n and st[4] == ARGV[2] then return seq end
-if st[2] ~= 'running' or seq ~= expected then return -1 end
+if st[2] ~= 'running' or seq ~= expected or st[6] then return -1 end
 for i = 8, #ARGV, 3 do
   seq = seq + 1
   local kind = ARGV[i]
@@ -26,6 +26,8 @@ local t = redis.call('TIME')
 local now_s = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 redis.call('HSET', rec, 'status', ARGV[4], 'seq', seq, 'written_from', ARGV[2], 'finished_at', now_s,
   'finish_reason', ARGV[5], 'usage', ARGV[6], 'error', ARGV[7])
-redis.call('HDEL', rec, 'lease_until_ms')
+redis.call('HDEL', rec, 'lease_until_ms', 'requeued', 'restart_reason')
+redis.call('ZREM', KEYS[5], st[5])
+redis.call('ZREM', KEYS[6], st[5])
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return seq

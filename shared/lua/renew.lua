@@ -1,15 +1,18 @@
 -- Heartbeat: extend the leases of the generations one worker process is running.
--- KEYS: the records; ARGV: lease_ttl_ms, then one attempt number per record.
--- Returns the 1-based indexes of the records this worker no longer owns (fenced or ended).
+-- KEYS: leases, then the records; ARGV: lease_ttl_ms, then one attempt number per record.
+-- Returns {lost, cancel}: 1-based indexes of records this worker no longer owns (fenced or ended), and of
+-- records whose cancel was requested (a backstop for a missed cancel message).
 local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local lost = {}
-for i, rec in ipairs(KEYS) do
-  local st = redis.call('HMGET', rec, 'attempt', 'status')
-  if st[1] == ARGV[i + 1] and st[2] == 'running' then
-    redis.call('HSET', rec, 'lease_until_ms', until_ms)
+local lost, cancel = {}, {}
+for i = 2, #KEYS do
+  local st = redis.call('HMGET', KEYS[i], 'attempt', 'status', 'cancel', 'id', 'requeued')
+  if st[1] == ARGV[i] and st[2] == 'running' and not st[5] then
+    redis.call('HSET', KEYS[i], 'lease_until_ms', until_ms)
+    redis.call('ZADD', KEYS[1], 'XX', until_ms, st[4])
+    if st[3] then cancel[#cancel + 1] = i - 1 end
   else
-    lost[#lost + 1] = i
+    lost[#lost + 1] = i - 1
   end
 end
-return lost
+return {lost, cancel}

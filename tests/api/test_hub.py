@@ -29,7 +29,9 @@ class Producer:
         self.seq = 0
 
     async def start(self) -> None:
-        await self.store.create(self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time())
+        await self.store.create(
+            self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q"
+        )
         claim = await self.store.claim(self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         self.seq = claim.seq
 

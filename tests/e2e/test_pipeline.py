@@ -166,7 +166,10 @@ def test_model_failure_mid_stream_ends_failed_with_partial_text(client: httpx.Cl
     done = events[-1]
     assert done.type == "done" and done.data["status"] == "failed"
     assert done.data["error"]["type"] == "provider_connection"
-    assert events[-2].data == {"status": "failed", "attempt": 1}
+    # the broken stream was retried as new attempts (2 retries in the test settings), each failing the same way
+    restarts = [e.data for e in events if e.type == "restart"]
+    assert restarts == [{"attempt": 2, "reason": "provider_error"}, {"attempt": 3, "reason": "provider_error"}]
+    assert events[-2].data == {"status": "failed", "attempt": 3}
     reasoning, content = text_of(events)
     full_r, full_c = expected_text(prompt)
     assert reasoning == full_r and content == full_c[: len(content)] and len(content) > 0
@@ -182,6 +185,8 @@ def test_provider_http_error_fails_with_clear_error_and_no_secret(client: httpx.
     assert "500" in record["error"]["message"]
     events = read_events(client, gid)
     assert events[-1].data["error"] == record["error"]
+    retries = [e.data for e in events if e.type == "status" and "retry_in_s" in e.data]
+    assert len(retries) == 2 and all(r["status"] == "running" and "HTTP 500" in r["reason"] for r in retries)
     dump = str(record) + str([e.data for e in events])
     for log in logs_dir.glob("*.log"):
         dump += log.read_text(errors="replace")

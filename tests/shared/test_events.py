@@ -42,7 +42,13 @@ def test_done_always_carries_all_fields() -> None:
 
 
 def test_unknown_types_decode_to_none() -> None:
-    assert decode_event("restart", b'{"attempt": 2}') is None
+    assert decode_event("telemetry", b'{"attempt": 2}') is None
+
+
+def test_status_carries_retry_fields_only_when_set() -> None:
+    assert encode_event(StatusEvent(status="running", attempt=1))[1] == b'{"status":"running","attempt":1}'
+    _, data = encode_event(StatusEvent(status="running", attempt=1, retry_in_s=1.5, reason="HTTP 429"))
+    assert orjson.loads(data) == {"status": "running", "attempt": 1, "retry_in_s": 1.5, "reason": "HTTP 429"}
 
 
 @given(st.text())

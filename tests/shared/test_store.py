@@ -49,7 +49,7 @@ def _delta(kind: str, text: str) -> tuple[str, bytes, str]:
 def test_create_then_claim_append_finish(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_store_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time())
+        await store.create(gid, _request(), time.time(), "q")
         target = await store.load_claim_target(gid)
         assert target is not None and target.status == "queued" and target.attempt == 0
         claim = await store.claim(gid, 0, 5_000, _running(1))
@@ -92,7 +92,7 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
 def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_lease_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time())
+        await store.create(gid, _request(), time.time(), "q")
         assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
         await store.append(gid, 1, 2, [_delta("content", "old text")])
         await asyncio.sleep(0.1)
@@ -103,8 +103,80 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
         record = await store.get(gid)
         assert record is not None and record.attempt == 2 and record.content == ""
         assert await store.append(gid, 1, 3, [_delta("content", "zombie")]) == -1
-        assert await store.renew_leases([(gid, 1)], 5_000) == [gid]
-        assert await store.renew_leases([(gid, 2)], 5_000) == []
+        assert await store.renew_leases([(gid, 1)], 5_000) == ([gid], [])
+        assert await store.renew_leases([(gid, 2)], 5_000) == ([], [])
+
+    with_store(body)
+
+
+def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
+    async def body(store: GenerationStore) -> None:
+        gid = f"gen_sweep_{time.monotonic_ns()}"
+        await store.create(gid, _request(), time.time(), "q")
+        assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
+        assert gid not in await store.requeue_expired(grace_ms=5_000)  # lease still live
+        await asyncio.sleep(0.1)
+        assert gid in await store.requeue_expired(grace_ms=5_000)
+        assert gid not in await store.requeue_expired(grace_ms=5_000)  # a second sweep does not dispatch again
+        # the old attempt is fenced the moment it is handed back
+        assert await store.append(gid, 1, 2, [_delta("content", "late")]) == -1
+        target = await store.load_claim_target(gid)
+        assert target is not None and target.restart_reason == "worker_lost" and target.losses == 1
+        # the handed-back generation can be claimed despite the grace lease
+        assert (await store.claim(gid, 1, 5_000, _running(2))).outcome == "claimed"
+        assert gid not in await store.requeue_expired(grace_ms=5_000)
+
+    with_store(body)
+
+
+def test_hand_back_and_handover(with_store: Any) -> None:
+    async def body(store: GenerationStore) -> None:
+        gid = f"gen_hand_{time.monotonic_ns()}"
+        await store.create(gid, _request(), time.time(), "q")
+        await store.claim(gid, 0, 60_000, _running(1))
+        seq = await store.append(gid, 1, 2, [_delta("content", "kept ")])
+        # the owner starts its next attempt itself, keeping the text (continue)
+        claim = await store.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
+        assert claim.outcome == "claimed" and claim.seq == seq + 1
+        assert (await store.get_text(gid)) == ("", "kept ")
+        assert await store.hand_back([(gid, 1)], "worker_shutdown", 5_000) == []  # not attempt 1's any more
+        assert await store.hand_back([(gid, 2)], "worker_shutdown", 5_000) == [gid]
+        target = await store.load_claim_target(gid)
+        assert target is not None and target.restart_reason == "worker_shutdown" and target.losses == 0
+
+    with_store(body)
+
+
+def test_cancel_queued_running_and_ended(with_store: Any) -> None:
+    async def body(store: GenerationStore) -> None:
+        queued, running = f"gen_cq_{time.monotonic_ns()}", f"gen_cr_{time.monotonic_ns()}"
+        for gid in (queued, running):
+            await store.create(gid, _request(), time.time(), "q")
+        await store.claim(running, 0, 60_000, _running(1))
+        assert await store.cancel(queued, 60) == ("cancelled", "")
+        assert await store.cancel(queued, 60) == ("ended", "cancelled")  # idempotent
+        events = await store.read_events(queued, 0, 10)
+        assert [e.type for e in events] == ["status", "status", "done"]
+        assert (await store.claim(queued, 0, 60_000, _running(1))).outcome == "finished"  # never starts
+        assert await store.cancel(running, 60) == ("requested", "")
+        assert await store.append(running, 1, 2, [_delta("content", "x")]) == -2
+        assert await store.cancel("gen_nope", 60) == ("missing", "")
+        assert queued.encode() not in await store.redis.zrange(keys.queued_key(), 0, -1)
+
+    with_store(body)
+
+
+def test_stale_queued_generations_are_found_once(with_store: Any) -> None:
+    async def body(store: GenerationStore) -> None:
+        gid = f"gen_stale_{time.monotonic_ns()}"
+        await store.create(gid, _request(), time.time() - 60, "q")
+        assert gid in await store.peek_stale_queued(older_than_ms=30_000)
+        assert await store.mark_dispatched([gid]) == [gid]
+        assert gid not in await store.peek_stale_queued(older_than_ms=30_000)  # dispatched just now
+        assert await store.queues_of([gid]) == {gid: "q"}
+        await store.claim(gid, 0, 60_000, _running(1))
+        assert gid not in await store.peek_stale_queued(older_than_ms=0)
+        assert await store.mark_dispatched([gid]) == []
 
     with_store(body)
 

@@ -11,19 +11,23 @@ from shared.errors import ModelError
 from shared.schemas import GenerationCreate, Message
 from shared.settings import Settings
 from tests.helpers import expected_text
-from worker.model import create_model_client, stream_completion
+from worker.model import StreamLimits, build_params, create_model_client, stream_completion
 
 KEY = "sk-model-key-should-never-leak-42"
 
 
-def stream(sim_url: str, content: str, **params: Any) -> tuple[list[tuple[str, str]], Any]:
+def stream(
+    sim_url: str, content: str, stall_s: float = 30, deadline_s: float = 60, continue_content: str | None = None
+) -> tuple[list[tuple[str, str]], Any]:
     async def main() -> tuple[list[tuple[str, str]], Any]:
         settings = Settings(model_base_url=f"{sim_url}/v1", model_api_key=KEY, model_timeout_s=5)  # type: ignore[arg-type]
         client = create_model_client(settings)
         deltas: list[tuple[str, str]] = []
-        request = GenerationCreate(messages=[Message(role="user", content=content)], **params)
+        request = GenerationCreate(messages=[Message(role="user", content=content)])
+        params = build_params(request, "reasonq-sim", continue_content)
+        limits = StreamLimits(stall_timeout_s=stall_s, deadline=asyncio.get_running_loop().time() + deadline_s)
         try:
-            outcome = await stream_completion(client, request, "reasonq-sim", lambda k, t: deltas.append((k, t)), [KEY])
+            outcome = await stream_completion(client, params, lambda k, t: deltas.append((k, t)), [KEY], limits)
         finally:
             await client.close()
         return deltas, outcome
@@ -43,11 +47,13 @@ def test_reasoning_and_content_are_separated(sim_url: str) -> None:
     assert outcome.usage["completion_tokens_details"]["reasoning_tokens"] == 20
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "provider_http_error"), (500, "provider_http_error")])
-def test_http_errors_become_model_errors(sim_url: str, status: int, kind: str) -> None:
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (400, False)])
+def test_http_errors_become_model_errors(sim_url: str, status: int, retryable: bool) -> None:
     with pytest.raises(ModelError) as info:
         stream(sim_url, f"x sim:status={status}")
-    assert info.value.kind == kind and info.value.status_code == status
+    assert info.value.kind == "provider_http_error" and info.value.status_code == status
+    assert info.value.retryable is retryable
+    assert info.value.retry_after_s == (1.0 if status == 429 else None)
     assert KEY not in str(info.value.to_dict())
 
 
@@ -55,6 +61,29 @@ def test_a_broken_stream_is_a_connection_error(sim_url: str) -> None:
     with pytest.raises(ModelError) as info:
         stream(sim_url, "x sim:reasoning_tokens=10 sim:fail_after=5")
     assert info.value.kind == "provider_connection"
+
+
+def test_a_stalled_stream_times_out(sim_url: str) -> None:
+    with pytest.raises(ModelError) as info:
+        stream(sim_url, "x sim:reasoning_tokens=10 sim:stall_after=3 sim:stall_s=5", stall_s=0.5)
+    assert info.value.kind == "stall_timeout" and not info.value.retryable
+
+
+def test_the_deadline_ends_a_stream_that_keeps_going(sim_url: str) -> None:
+    with pytest.raises(ModelError) as info:
+        stream(sim_url, "x sim:reasoning_tokens=100 sim:tokens_per_s=20", deadline_s=0.5)
+    assert info.value.kind == "generation_timeout"
+
+
+def test_a_continuation_streams_the_rest_of_the_answer(sim_url: str) -> None:
+    prompt = "cont sim:reasoning_tokens=10 sim:content_tokens=20"
+    reasoning, content = expected_text(prompt)
+    cut = content[: len(content) // 2]
+    cut = cut[: cut.rfind(" ")]  # a whole number of tokens, as the writer always stores
+    deltas, outcome = stream(sim_url, prompt, continue_content=cut)
+    assert [k for k, _ in deltas if k == "reasoning"] == []
+    assert cut + "".join(t for _, t in deltas) == content
+    assert outcome.finish_reason == "stop"
 
 
 def test_an_unreachable_provider_is_a_connection_error() -> None:

@@ -23,7 +23,7 @@ def run_with_writer(redis_server: RedisServer, body: Any, interval_s: float = 0.
         redis = create_redis(redis_server.url, max_connections=4)
         store = GenerationStore(redis)
         gid = f"gen_writer_{time.monotonic_ns()}"
-        await store.create(gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time())
+        await store.create(gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q")
         claim = await store.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         writer = EventWriter(store, gid, 1, claim.seq, interval_s)
         try:

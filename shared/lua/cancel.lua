@@ -1,0 +1,24 @@
+-- Cancel a generation. Queued: it ends 'cancelled' here and now (its task will find it finished and never
+-- start). Running: the cancel mark is set; the worker stops the stream and ends it (told at once by a message
+-- on the cancel channel, and by its next write or heartbeat as a backstop). Ended: nothing changes.
+-- KEYS: record, events, reasoning, content, leases, queued
+-- ARGV: retention_s, status_event_data, done_event_data
+-- Returns {'cancelled'} | {'requested'} | {'ended', status} | {'missing'}
+local rec = KEYS[1]
+local st = redis.call('HMGET', rec, 'status', 'seq', 'id')
+if not st[1] then return {'missing'} end
+if st[1] == 'completed' or st[1] == 'failed' or st[1] == 'cancelled' then return {'ended', st[1]} end
+if st[1] == 'running' then
+  redis.call('HSET', rec, 'cancel', '1')
+  return {'requested'}
+end
+local seq = tonumber(st[2])
+redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 't', 'status', 'd', ARGV[2])
+redis.call('XADD', KEYS[2], (seq + 2) .. '-0', 't', 'done', 'd', ARGV[3])
+local t = redis.call('TIME')
+redis.call('HSET', rec, 'status', 'cancelled', 'seq', seq + 2, 'finish_reason', 'cancelled',
+  'finished_at', string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000))
+redis.call('ZREM', KEYS[5], st[3])
+redis.call('ZREM', KEYS[6], st[3])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return {'cancelled'}

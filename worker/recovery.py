@@ -1,0 +1,100 @@
+"""The background loops every worker process runs: lease heartbeat, recovery sweep, cancel listener.
+
+There is no separate daemon to remember: every worker renews its own leases, and every worker sweeps for
+generations whose lease expired (a killed or paused worker) or whose task message was lost, and dispatches
+them again. The store's scripts make concurrent sweeps dispatch each generation once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from shared import keys
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+async def renew_leases_forever(runtime: WorkerRuntime) -> None:
+    """Every third of the lease TTL, extend the leases of this process's generations in one script call.
+
+    A generation this worker no longer owns is stopped (it stops billing the provider); one whose cancel was
+    requested is cancelled (a backstop for a missed cancel message).
+    """
+    interval_s = runtime.settings.lease_ttl_s / 3
+    while True:
+        await asyncio.sleep(interval_s)
+        leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
+        try:
+            lost, cancel = await runtime.store.renew_leases(leases, runtime.lease_ttl_ms)
+        except (RedisError, OSError) as e:
+            logger.warning("lease heartbeat failed for %d generations: %s", len(leases), e)
+            continue
+        for generation_id in lost:
+            running = runtime.running.get(generation_id)
+            if running is not None:
+                logger.warning("generation %s: lease lost (another attempt owns it, or it ended)", generation_id)
+                running.stop("lost")
+        for generation_id in cancel:
+            running = runtime.running.get(generation_id)
+            if running is not None:
+                running.stop("cancel")
+
+
+async def sweep_forever(runtime: WorkerRuntime) -> None:
+    """Every ``sweep_interval_s``, re-dispatch generations whose lease expired or whose task was lost."""
+    settings = runtime.settings
+    while True:
+        await asyncio.sleep(settings.sweep_interval_s)
+        try:
+            await sweep_once(runtime)
+        except (RedisError, OSError) as e:
+            logger.warning("recovery sweep failed: %s", e)
+
+
+async def sweep_once(runtime: WorkerRuntime) -> list[str]:
+    """One sweep; returns the ids dispatched again."""
+    store = runtime.store
+    dispatched = []
+    expired = await store.requeue_expired(grace_ms=runtime.lease_ttl_ms)
+    for generation_id, queue in (await store.queues_of(expired)).items():
+        logger.warning("generation %s: its worker was lost (lease expired); dispatching again", generation_id)
+        if await runtime.dispatch(generation_id, queue):
+            dispatched.append(generation_id)
+    # A generation still queued long after its dispatch, while its queue is empty, has lost its task message.
+    stale = await store.queues_of(await store.peek_stale_queued(int(runtime.settings.redispatch_after_s * 1000)))
+    depths = {queue: await runtime.queue_depth(queue) for queue in set(stale.values())}
+    lost = [gid for gid, queue in stale.items() if depths[queue] == 0]
+    for generation_id in await store.mark_dispatched(lost):
+        logger.warning("generation %s: queued with no task message; dispatching again", generation_id)
+        if await runtime.dispatch(generation_id, stale[generation_id]):
+            dispatched.append(generation_id)
+    return dispatched
+
+
+async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
+    """Stop a local generation the moment its cancel is published (no per-token cost)."""
+    backoff_s = 0.1
+    while True:
+        pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.cancel_channel())
+            backoff_s = 0.1
+            while True:
+                message = await pubsub.get_message(timeout=5.0)
+                if message is None:
+                    continue
+                generation_id = message["data"].decode()
+                running = runtime.running.get(generation_id)
+                if running is not None:
+                    logger.info("generation %s: cancel requested", generation_id)
+                    running.stop("cancel")
+        except (RedisError, OSError) as e:
+            logger.warning("cancel listener lost Redis (%s); reconnecting", e)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 2.0)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
