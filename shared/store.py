@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared import keys
+from shared.batching import ScriptBatcher
 from shared.events import DATA_FIELD, TYPE_FIELD, DoneEvent, StatusEvent, StoredEvent, encode_event, parse_entry
 from shared.schemas import GenerationCreate, GenerationPublic
 
@@ -66,16 +67,23 @@ class GenerationStore:
 
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
+        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None) -> None:
         self.redis = redis
+        self._batcher = batcher
         self._claim = _load_script(redis, "claim")
         self._append = _load_script(redis, "append")
         self._finish = _load_script(redis, "finish")
         self._renew = _load_script(redis, "renew")
         self._requeue = _load_script(redis, "requeue")
         self._cancel = _load_script(redis, "cancel")
+
+    async def _run(self, script: AsyncScript, script_keys: list[str], args: list[Any]) -> Any:
+        if self._batcher is not None:
+            return await self._batcher.call(script, script_keys, args)
+        return await script(keys=script_keys, args=args)
 
     async def create(self, generation_id: str, request: GenerationCreate, created_at: float, queue: str) -> None:
         """Write a new queued generation and its first event (``status queued``, id 1) in one transaction.
@@ -217,7 +225,7 @@ class GenerationStore:
         args: list[str | bytes | int] = [attempt, expected_seq]
         for triple in events:
             args.extend(triple)
-        return int(await self._append(keys=keys.generation_keys(generation_id), args=args))
+        return int(await self._run(self._append, keys.generation_keys(generation_id), args))
 
     async def finish(
         self,
@@ -241,7 +249,7 @@ class GenerationStore:
         ]
         for triple in events:
             args.extend(triple)
-        return int(await self._finish(keys=keys.script_keys(generation_id), args=args))
+        return int(await self._run(self._finish, keys.script_keys(generation_id), args))
 
     async def renew_leases(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> tuple[list[str], list[str]]:
         """Extend the leases of ``(generation_id, attempt)`` pairs.

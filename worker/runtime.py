@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
+from shared.batching import ScriptBatcher
 from shared.errors import ConfigurationError
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -87,7 +88,8 @@ class WorkerRuntime:
         self._thread = threading.Thread(target=self._loop.run_forever, name="reasonq-loop", daemon=True)
         self._thread.start()
         self.redis: Redis = self.run(self._make_redis())
-        self.store = GenerationStore(self.redis)
+        self.batcher = ScriptBatcher(self.redis)
+        self.store = GenerationStore(self.redis, self.batcher)
         self.model_client: AsyncOpenAI = self.run(self._make_model_client())
         self._background: list[concurrent.futures.Future[None]] = []
 
