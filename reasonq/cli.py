@@ -28,6 +28,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
         log_level=args.log_level.lower(),
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
+        backlog=args.backlog,
     )
     return 0
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--access-log", action="store_true", help="log every request")
+    api.add_argument("--backlog", type=int, default=4096, help="listen backlog (bursts of viewers reconnecting)")
     api.set_defaults(func=_cmd_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker against REASONQ_BROKER_URL / REASONQ_REDIS_URL")

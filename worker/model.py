@@ -39,15 +39,21 @@ class StreamLimits:
 
 
 def create_model_client(settings: Settings) -> AsyncOpenAI:
-    """One client per worker process: it pools connections to the provider (up to 1,000 by the SDK's default).
+    """One client per worker process (call it inside the process's event loop).
 
-    The SDK's own retries are off: reasonq retries itself, visibly, and never after tokens were streamed.
+    It pools connections to the provider (up to 1,000, the SDK's default) over the SDK's aiohttp transport:
+    with hundreds of concurrent streams, each token is one small read, and aiohttp's C parser costs about half
+    the CPU per read of the default transport (35 vs 77 µs per token for a lean client of 500 simulated streams
+    at 30 tokens/s on this machine). The SDK's own retries are off: reasonq retries itself, visibly, and never
+    after tokens were streamed.
     """
+    timeout = openai.Timeout(settings.model_timeout_s, connect=settings.model_connect_timeout_s)
     return AsyncOpenAI(
         base_url=settings.model_base_url,
         api_key=settings.model_api_key.get_secret_value() or "unset",
         max_retries=0,
-        timeout=openai.Timeout(settings.model_timeout_s, connect=settings.model_connect_timeout_s),
+        timeout=timeout,
+        http_client=openai.DefaultAioHttpClient(timeout=timeout),
     )
 
 
@@ -59,7 +65,22 @@ def _retry_after_s(e: openai.APIStatusError) -> float | None:
         return None
 
 
+def _connection_failure(e: BaseException) -> BaseException | None:
+    """The OS-level connection error under ``e``, if any (the aiohttp transport reports a refused connection
+    as a connect *timeout*; the cause chain tells the truth)."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _model_error(e: Exception, secrets: list[str]) -> ModelError:
+    refused = _connection_failure(e)
+    if refused is not None and not isinstance(e, openai.APIStatusError):
+        message = redact(f"connection to provider failed: {type(refused).__name__}: {refused}", secrets)
+        return ModelError("provider_connection", message, retryable=True)
     if isinstance(e, openai.APIStatusError):
         return ModelError(
             "provider_http_error",

@@ -11,11 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.sse import StreamResponse
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from shared.schemas import GenerationAccepted, GenerationCancel, GenerationCreate, GenerationPublic
 
@@ -127,13 +128,13 @@ async def stream_events(
     settings: SettingsDep,
     after: Annotated[int | None, Query(ge=0, le=10**18, description="Replay events strictly after this id.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> EventSourceResponse:
+) -> StreamResponse:
     """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``."""
     generation_id = _checked_id(generation_id)
     cursor = _resume_point(after, last_event_id)
     if not await store.exists(generation_id):
         raise ApiError(404, "not_found", "no generation with this id")
-    return EventSourceResponse(
+    return StreamResponse(
         hub.follow(generation_id, cursor),
         ping=settings.sse_ping_s,
         ping_message_factory=_ping,
