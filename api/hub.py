@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 CATCHUP_COUNT = 256
 # Entries per stream per XREAD.
 XREAD_COUNT = 1_000
+# How often this process tells Redis how many viewers it has per generation.
+VIEWERS_PUBLISH_S = 2.0
 # Tells EventSource to reconnect after 1 s when a stream ends because Redis is unreachable.
 REDIS_GONE_FRAME = b"retry: 1000\n: event source unavailable; reconnect with Last-Event-ID\n\n"
 
@@ -133,6 +135,9 @@ class Hub:
         self._reader: Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self._watching: dict[str, int] = {}  # generation id -> viewers of this process (replaying or live)
+        self._watching_changed: set[str] = set()
+        self._publisher: asyncio.Task[None] | None = None
         self.stats = HubStats()
 
     @property
@@ -145,16 +150,43 @@ class Hub:
         """Live viewers attached right now (viewers replaying a finished generation are not attached)."""
         return sum(t.viewers for t in self._topics.values())
 
+    def watching(self, generation_id: str) -> int:
+        """Viewers of one generation in this process, replaying or live."""
+        return self._watching.get(generation_id, 0)
+
     def start(self) -> None:
-        """Start the reader task."""
+        """Start the reader task and the viewer-count publisher."""
         self._task = asyncio.create_task(self._run(), name="hub-reader")
+        self._publisher = asyncio.create_task(self._publish_viewers_forever(), name="hub-viewers")
+
+    async def _publish_viewers_forever(self) -> None:
+        while True:
+            await asyncio.sleep(VIEWERS_PUBLISH_S)
+            counts = {gid: n for gid, n in self._watching.items() if n > 0}
+            counts |= {gid: 0 for gid in self._watching_changed if gid not in counts}
+            self._watching_changed.clear()
+            try:
+                await self._store.publish_viewers(counts, self._hub_id)
+            except (RedisError, OSError) as e:
+                logger.warning("hub: could not publish viewer counts: %s", e)
+
+    def _watch(self, generation_id: str, delta: int) -> None:
+        count = self._watching.get(generation_id, 0) + delta
+        if count > 0:
+            self._watching[generation_id] = count
+        else:
+            self._watching.pop(generation_id, None)
+            self._watching_changed.add(generation_id)
 
     async def stop(self) -> None:
         """Stop the reader and release its connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._publisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError, OSError):
+            await self._store.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
         for topic in list(self._topics.values()):
             topic.fail(HubUnavailable("server shutting down"))
         with contextlib.suppress(RedisError, OSError):
@@ -167,12 +199,15 @@ class Hub:
 
         If Redis becomes unreachable the iterator yields a ``retry`` hint and ends, so the client resumes.
         """
+        self._watch(generation_id, 1)
         try:
             async for chunk in self._follow(generation_id, after):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
             logger.warning("generation %s: ending event stream, Redis unavailable: %s", generation_id, e)
             yield REDIS_GONE_FRAME
+        finally:
+            self._watch(generation_id, -1)
 
     async def _catch_up(self, generation_id: str, cursor: int) -> tuple[bytes, int, bool]:
         events = await self._store.read_events(generation_id, cursor, CATCHUP_COUNT)

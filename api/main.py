@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.hub import Hub
-from api.routes import generations, health
+from api.routes import generations, health, pages
 from shared.queue import create_celery
 from shared.redis import create_redis
 from shared.settings import get_settings
@@ -51,3 +52,5 @@ app = FastAPI(title="reasonq", version="0.1.0", lifespan=lifespan)
 install_error_handlers(app)
 app.include_router(health.router)
 app.include_router(generations.router)
+app.include_router(pages.router)
+app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import concurrency, pipeline, recovery
+from bench import concurrency, fanout, latency, pipeline, recovery, submit
 
-SCENARIOS = ("pipeline", "concurrency", "recovery")
+SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "redis", "recovery")
 
 
 def _pipeline(smoke: bool) -> dict[str, Any]:
@@ -30,16 +30,70 @@ def _pipeline(smoke: bool) -> dict[str, Any]:
 def _concurrency(smoke: bool) -> list[dict[str, Any]]:
     results = []
     print("concurrency: generations on one worker process, 150 tokens each at 30 tokens/s")
-    print(f"  {'n':>6}{'offered t/s':>13}{'achieved t/s':>14}{'dur/ideal p50':>15}{'max':>7}{'CPU':>7}{'lost':>6}")
+    print("  (duration / model time: through reasonq, and the same streams read directly from the simulator)")
+    print(
+        f"  {'n':>6}{'offered t/s':>13}{'achieved t/s':>14}{'p50':>7}{'max':>7}{'direct p50':>12}{'max':>7}"
+        f"{'worker CPU':>12}{'pickup p50 ms':>15}{'lost':>6}"
+    )
     for n in (20,) if smoke else (100, 300, 500):
         r = concurrency.run(n)
         results.append(r)
         print(
             f"  {n:>6}{r['offered_tokens_per_s']:>13.0f}{r['achieved_tokens_per_s']:>14.0f}"
-            f"{r['duration_over_ideal_p50']:>15.2f}{r['duration_over_ideal_max']:>7.2f}"
-            f"{r['worker_cpu_share']:>7.2f}{r['incomplete_or_wrong']:>6}"
+            f"{r['duration_over_ideal_p50']:>7.2f}{r['duration_over_ideal_max']:>7.2f}"
+            f"{r['direct_duration_over_ideal_p50']:>12.2f}{r['direct_duration_over_ideal_max']:>7.2f}"
+            f"{r['worker_cpu_share']:>12.2f}{r['pickup_p50_ms']:>15.0f}{r['incomplete_or_wrong']:>6}"
         )
     return results
+
+
+def _latency(smoke: bool) -> dict[str, Any]:
+    result = latency.run(runs=1 if smoke else 3, tokens=60 if smoke else 200)
+    o = result["overhead_ms"]
+    print(f"per-token overhead at {result['token_rate']:.0f} tokens/s (ms, emission -> viewer):")
+    for name in ("reasonq", "direct_proxy", "extra"):
+        print(f"  {name:<14} p50 {o[name]['p50']:>7.2f}   p99 {o[name]['p99']:>7.2f}")
+    p = result["queue_pickup_idle_ms"]
+    print(f"queue pickup, idle (POST -> running event at a viewer): p50 {p['p50']:.1f} ms, p99 {p['p99']:.1f} ms")
+    return result
+
+
+def _fanout(smoke: bool) -> list[dict[str, Any]]:
+    rows = fanout.run((50,), slow_at=50, tokens=60) if smoke else fanout.run()
+    print("fan-out: one generation at 50 tokens/s (lag = Redis -> viewer)")
+    print(
+        f"  {'viewers':>8}{'all events':>12}{'lag p50':>9}{'p99':>8}{'API CPU':>9}{'RSS MiB':>9}"
+        f"{'KiB/viewer':>12}{'loadgen CPU':>13}  slow viewer"
+    )
+    for r in rows:
+        print(
+            f"  {r['viewers']:>8}{r['viewers_with_every_event']:>12}{r['lag_p50_ms']:>9.1f}{r['lag_p99_ms']:>8.1f}"
+            f"{r['api_cpu_share']:>9.2f}{r['api_rss_mib']:>9.0f}{r['rss_per_viewer_kib']:>12.1f}"
+            f"{r['load_generator_cpu_share']:>13.2f}  {r.get('slow_viewer_got_every_event', '')}"
+        )
+    return rows
+
+
+def _submit(smoke: bool) -> dict[str, Any]:
+    result = submit.run(n=200 if smoke else 2_000)
+    print(
+        f"submission: {result['keep_alive_per_s']} POST/s with keep-alive, "
+        f"{result['new_connection_per_s']} POST/s with a new connection each ({result['client_threads']} threads)"
+    )
+    return result
+
+
+def _redis(smoke: bool) -> dict[str, Any]:
+    result = pipeline.redis_cost()
+    print("Redis cost, one generation and one viewer:")
+    for key in ("10_tokens_per_s", "1000_tokens_per_s"):
+        r = result[key]
+        print(
+            f"  {key:<18} events {r['events']:>5}  commands/token {r['commands_per_token']:>7.3f}  "
+            f"round trips/token {r['round_trips_per_token']:>7.3f}"
+        )
+    print(f"  raw ceiling: {result['redis_benchmark_xadd']}")
+    return result
 
 
 def _recovery(smoke: bool) -> dict[str, Any]:
@@ -56,12 +110,20 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all (smoke: pipeline)")
     parser.add_argument("--out", default="bench/results", help="where the JSON report goes")
     args = parser.parse_args()
-    chosen = args.scenario or (["pipeline", "concurrency"] if args.smoke else list(SCENARIOS))
+    chosen = args.scenario or (["pipeline", "latency", "fanout", "concurrency"] if args.smoke else list(SCENARIOS))
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    runners = {"pipeline": _pipeline, "concurrency": _concurrency, "recovery": _recovery}
+    runners = {
+        "pipeline": _pipeline,
+        "latency": _latency,
+        "fanout": _fanout,
+        "concurrency": _concurrency,
+        "submit": _submit,
+        "redis": _redis,
+        "recovery": _recovery,
+    }
     for name in chosen:
         report[name] = runners[name](args.smoke)
     out = Path(args.out)

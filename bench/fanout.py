@@ -144,14 +144,14 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
     return result
 
 
-def run(sizes: tuple[int, ...] = (100, 1_000, 5_000), slow_at: int = 1_000) -> list[dict[str, Any]]:
+def run(sizes: tuple[int, ...] = (100, 1_000, 5_000), slow_at: int = 1_000, tokens: int = 400) -> list[dict[str, Any]]:
     """The fan-out table: each size, then ``slow_at`` viewers plus one slow viewer."""
     results = []
     with Stack(sim_tokens_per_s=50) as stack:
         for n in sizes:
-            results.append(run_one(stack, n))
+            results.append(run_one(stack, n, tokens=tokens))
         if slow_at:
-            results.append({**run_one(stack, slow_at, slow=True), "with_slow_viewer": True})
+            results.append({**run_one(stack, slow_at, tokens=tokens, slow=True), "with_slow_viewer": True})
     return results
 
 

@@ -27,9 +27,12 @@ def _commandstats(r: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if name not in _OWN}
 
 
-def _one(client: httpx.Client, r: redis.Redis, tokens: int) -> dict[str, Any]:
+def _one(client: httpx.Client, r: redis.Redis, tokens: int, rate: float = 0) -> dict[str, Any]:
     r.config_resetstat()
-    prompt = f"bench sim:reasoning_tokens={tokens // 2} sim:content_tokens={tokens - tokens // 2} sim:tokens_per_s=0"
+    prompt = (
+        f"bench {time.monotonic_ns()} sim:reasoning_tokens={tokens // 2} "
+        f"sim:content_tokens={tokens - tokens // 2} sim:tokens_per_s={rate}"
+    )
     t0 = time.perf_counter()
     resp = client.post("/v1/generations", json={"messages": [{"role": "user", "content": prompt}]})
     gid = resp.json()["id"]
@@ -68,3 +71,36 @@ def run(runs: int = 5, tokens: int = 2_000) -> dict[str, Any]:
         for key in ("events", "wall_ms", "redis_commands", "round_trips", "commands_per_token", "round_trips_per_token")
     }
     return {"tokens": tokens, "runs": runs, "median": summary, "each": results}
+
+
+def redis_cost() -> dict[str, Any]:
+    """Redis commands per token (one generation, one viewer) at 10 and 1,000 tokens/s, and this Redis's raw
+    XADD ceiling (redis-benchmark) for reference."""
+    import shutil
+    import subprocess
+
+    out: dict[str, Any] = {}
+    with Stack(sim_tokens_per_s=0) as stack, httpx.Client(base_url=stack.api_url, timeout=60) as client:
+        assert stack.redis is not None
+        r = redis.Redis.from_url(stack.redis.url)
+        _one(client, r, 20)
+        for rate, tokens in ((10, 100), (1_000, 2_000)):
+            res = _one(client, r, tokens, rate)
+            out[f"{rate}_tokens_per_s"] = {
+                "tokens": tokens,
+                "events": res["events"],
+                "commands_per_token": round(res["commands_per_token"], 4),
+                "round_trips_per_token": round(res["round_trips_per_token"], 4),
+            }
+        benchmark = shutil.which("redis-benchmark")
+        if benchmark:
+            text = subprocess.run(
+                [benchmark, "-p", str(stack.redis.port), "-n", "200000", "-q", "XADD", "bench:xadd", "*", "f", "v"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+            out["redis_benchmark_xadd"] = text.strip().splitlines()[-1] if text.strip() else "no output"
+        else:
+            out["redis_benchmark_xadd"] = "redis-benchmark not installed"
+    return out

@@ -83,10 +83,20 @@ def _running_words(n: int) -> Any:
     return lambda r: len(r["reasoning"].split()) >= n
 
 
+def _running_on(stack: Stack, gid: str) -> Any:
+    """The worker process whose log says it started this generation."""
+    for proc in stack.procs:
+        log = stack.dir / f"{proc.name}.log"
+        if proc.name.startswith("worker") and proc.alive() and log.exists():
+            if f"generation {gid}: attempt" in log.read_text(errors="replace"):
+                return proc
+    raise LookupError(gid)
+
+
 def _worker_case(stack: Stack, sig: int) -> dict[str, Any]:
-    victim = next(p for p in reversed(stack.procs) if p.name.startswith("worker") and p.alive())
     gid = _submit(stack)
     _wait(stack, gid, _running_words(5))
+    victim = _running_on(stack, gid)
     spare = stack.add_worker()
     stack.worker_ready(spare)
     victim.signal(sig)
@@ -132,9 +142,9 @@ def run() -> dict[str, Any]:
         out["worker_sigstop"] = _worker_case(stack, signal.SIGSTOP)
 
         # SIGTERM: a long generation outlives the grace period and is handed back.
-        victim = next(p for p in reversed(stack.procs) if p.name.startswith("worker") and p.alive())
         gid = _submit(stack, n=800)
         _wait(stack, gid, _running_words(5))
+        victim = _running_on(stack, gid)
         spare = stack.add_worker()
         stack.worker_ready(spare)
         victim.signal(signal.SIGTERM)

@@ -68,3 +68,20 @@ def hub_wake_key(hub_id: str) -> str:
 
 
 HUB_WAKE_TTL_S = 3_600
+
+
+def recent_key() -> str:
+    """Sorted set: generation ids scored by creation time, newest ``RECENT_KEPT`` kept (trimmed at each submit)."""
+    return f"{PREFIX}recent"
+
+
+RECENT_KEPT = 1_000
+
+
+def viewers_key(generation_id: str) -> str:
+    """Hash: API process id -> "count expiry_ms" of its viewers of one generation. Expires 10 s after the last
+    update (viewers are refreshed every 2 s while any watch)."""
+    return f"{PREFIX}gen:{generation_id}:viewers"
+
+
+VIEWERS_TTL_MS = 10_000

@@ -85,3 +85,27 @@ class GenerationCancel(BaseModel):
     id: str
     status: Status
     cancel_requested: bool
+
+
+class GenerationSummary(BaseModel):
+    """One row of ``GET /v1/generations``."""
+
+    id: str
+    status: Status
+    model: str
+    created_at: float
+    preview: str
+
+
+class GenerationList(BaseModel):
+    """Answer of ``GET /v1/generations``."""
+
+    object: Literal["list"] = "list"
+    data: list[GenerationSummary]
+
+
+class GenerationViewers(BaseModel):
+    """Answer of ``GET /v1/generations/{id}/viewers``."""
+
+    id: str
+    viewers: int

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     flush_interval_ms: float = Field(
         10.0, ge=0, description="Worker write coalescing: at most one stream write per generation per interval."
     )
+    flush_max_interval_ms: float = Field(
+        50.0, ge=0, description="For a fast stream the interval doubles up to this while writes carry several deltas."
+    )
     worker_concurrency: int = Field(200, gt=0, description="Generations one worker process runs at once.")
     lease_ttl_s: float = Field(
         10.0, gt=0, description="A running generation's lease; its worker renews it every third of this."

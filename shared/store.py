@@ -6,6 +6,7 @@ expected last event id atomically, so a stale attempt can never append and a ret
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, cast
@@ -100,6 +101,7 @@ class GenerationStore:
             "seq": "1",
             "queue": queue,
             "request": request.model_dump_json(exclude_none=True),
+            "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
         }
         if request.metadata:
             record["metadata"] = orjson.dumps(request.metadata)
@@ -107,6 +109,8 @@ class GenerationStore:
             pipe.hset(keys.record_key(generation_id), mapping=record)  # type: ignore[arg-type]
             pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
             pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
+            pipe.zadd(keys.recent_key(), {generation_id: created_at})
+            pipe.zremrangebyrank(keys.recent_key(), 0, -keys.RECENT_KEPT - 1)
             await pipe.execute()
 
     async def delete(self, generation_id: str) -> None:
@@ -146,6 +150,54 @@ class GenerationStore:
             attempt=int(record[b"attempt"]),
             metadata=_json(record.get(b"metadata")),
         )
+
+    async def list_recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest generations still readable: id, status, model, created_at, preview."""
+        ids = cast(list[bytes], await self.redis.zrevrange(keys.recent_key(), 0, limit - 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for gid in ids:
+                pipe.hmget(keys.record_key(gid.decode()), ["status", "model", "created_at", "preview"])
+            rows = await pipe.execute()
+        out = []
+        for gid, (status, model, created_at, preview) in zip(ids, rows, strict=True):
+            if status is None:
+                continue  # expired; the index entry is trimmed with time
+            out.append(
+                {
+                    "id": gid.decode(),
+                    "status": status.decode(),
+                    "model": (model or b"").decode(),
+                    "created_at": float(created_at or 0),
+                    "preview": (preview or b"").decode(),
+                }
+            )
+        return out
+
+    async def publish_viewers(self, counts: dict[str, int], process_id: str) -> None:
+        """Record how many viewers this API process has per generation (0 removes the entry)."""
+        if not counts:
+            return
+        expiry_ms = int(time.time() * 1000) + keys.VIEWERS_TTL_MS // 2
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for gid, count in counts.items():
+                if count > 0:
+                    pipe.hset(keys.viewers_key(gid), process_id, f"{count} {expiry_ms}")
+                    pipe.pexpire(keys.viewers_key(gid), keys.VIEWERS_TTL_MS)
+                else:
+                    pipe.hdel(keys.viewers_key(gid), process_id)
+            await pipe.execute()
+
+    async def count_viewers(self, generation_id: str) -> int:
+        """Viewers of a generation across every API process (entries of processes that stopped updating are
+        ignored)."""
+        now_ms = time.time() * 1000
+        entries = cast(dict[bytes, bytes], await self.redis.hgetall(keys.viewers_key(generation_id)))
+        total = 0
+        for value in entries.values():
+            count, _, expiry = value.decode().partition(" ")
+            if float(expiry or 0) > now_ms:
+                total += int(count)
+        return total
 
     async def read_events(self, generation_id: str, after: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` events with ids strictly greater than ``after``."""

@@ -73,6 +73,19 @@ def _retry_delay_s(runtime: WorkerRuntime, retry: int, error: ModelError) -> flo
     return float(round(delay, 3))
 
 
+def _new_writer(runtime: WorkerRuntime, generation_id: str, attempt: _Attempt) -> EventWriter:
+    settings = runtime.settings
+    return EventWriter(
+        runtime.store,
+        generation_id,
+        attempt.number,
+        attempt.seq,
+        settings.flush_interval_ms / 1000,
+        settings.redis_outage_s,
+        settings.flush_max_interval_ms / 1000,
+    )
+
+
 async def _claim(
     runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, *, handover: bool = False, reason: str = ""
 ) -> _Attempt | str:
@@ -123,9 +136,7 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     if isinstance(attempt, str):
         logger.info("generation %s: not claimed (%s)", generation_id, attempt)
         return attempt.split()[0]
-    writer = EventWriter(
-        store, generation_id, attempt.number, attempt.seq, settings.flush_interval_ms / 1000, settings.redis_outage_s
-    )
+    writer = _new_writer(runtime, generation_id, attempt)
     if target.cancel_requested:
         await writer.finish("cancelled", finish_reason="cancelled", retention_s=settings.retention_s)
         return "cancelled"
@@ -235,14 +246,7 @@ async def _stream_attempts(
                 return next_attempt.split()[0]
             attempt = next_attempt
             running.attempt = attempt.number
-            writer = EventWriter(
-                runtime.store,
-                generation_id,
-                attempt.number,
-                attempt.seq,
-                settings.flush_interval_ms / 1000,
-                settings.redis_outage_s,
-            )
+            writer = _new_writer(runtime, generation_id, attempt)
 
 
 async def _stopped(

@@ -18,7 +18,15 @@ from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.sse import StreamResponse
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
-from shared.schemas import GenerationAccepted, GenerationCancel, GenerationCreate, GenerationPublic
+from shared.schemas import (
+    GenerationAccepted,
+    GenerationCancel,
+    GenerationCreate,
+    GenerationList,
+    GenerationPublic,
+    GenerationSummary,
+    GenerationViewers,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -69,6 +77,22 @@ async def create_generation(
     return GenerationAccepted(
         id=generation_id, status="queued", created_at=created_at, url=url, events_url=f"{url}/events"
     )
+
+
+@router.get("", response_model=GenerationList)
+async def list_generations(
+    store: StoreDep, limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first.")] = 20
+) -> GenerationList:
+    """The most recent generations (newest first) that are still readable."""
+    return GenerationList(data=[GenerationSummary(**row) for row in await store.list_recent(limit)])
+
+
+@router.get("/{generation_id}/viewers", response_model=GenerationViewers, responses=_ERRORS)
+async def count_viewers(generation_id: GenerationId, store: StoreDep) -> GenerationViewers:
+    """How many viewers watch this generation right now, across every API process."""
+    if not await store.exists(_checked_id(generation_id)):
+        raise ApiError(404, "not_found", "no generation with this id")
+    return GenerationViewers(id=generation_id, viewers=await store.count_viewers(generation_id))
 
 
 @router.get("/{generation_id}", response_model=GenerationPublic, responses=_ERRORS)

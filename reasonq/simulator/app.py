@@ -81,17 +81,28 @@ class _Stats:
         self.completed = 0
         self.disconnects: list[str] = []
         self.by_digest: dict[str, int] = {}
+        self.emitted: dict[str, list[float]] = {}  # label -> emission time of each token (sim:record=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "completed": self.completed, "disconnects": self.disconnects[-1000:]}
+        return {
+            "requests": self.requests,
+            "completed": self.completed,
+            "disconnects": self.disconnects[-1000:],
+            "emitted": self.emitted,
+        }
 
 
 async def _stream(
     script: Script, model: str, rate: float, include_usage: bool, faulty: bool, stats: _Stats, label: str
 ) -> AsyncIterator[bytes]:
     finished = False
+    stamps: list[float] | None = None
+    if script.directives.record:
+        while len(stats.emitted) >= 100:
+            stats.emitted.pop(next(iter(stats.emitted)))
+        stamps = stats.emitted[label] = []
     try:
-        async for chunk in _chunks(script, model, rate, include_usage, faulty):
+        async for chunk in _chunks(script, model, rate, include_usage, faulty, stamps):
             yield chunk
         finished = True
         stats.completed += 1
@@ -103,7 +114,9 @@ async def _stream(
             stats.disconnects.append(label)  # the client closed the stream before the end
 
 
-async def _chunks(script: Script, model: str, rate: float, include_usage: bool, faulty: bool) -> AsyncIterator[bytes]:
+async def _chunks(
+    script: Script, model: str, rate: float, include_usage: bool, faulty: bool, stamps: list[float] | None
+) -> AsyncIterator[bytes]:
     enc = _ChunkEncoder(model)
     d = script.directives
     first = {"role": "assistant", "content": None, "reasoning_content": ""}
@@ -123,6 +136,8 @@ async def _chunks(script: Script, model: str, rate: float, include_usage: bool, 
             await asyncio.sleep(d.stall_s)
             start = time.monotonic() - (i / rate if rate > 0 else 0)
         pending.append(enc.token(field, text))
+        if stamps is not None:
+            stamps.append(time.time())
         if rate > 0:
             delay = start + (i + 1) / rate - time.monotonic()
             if delay > 0:

@@ -7,6 +7,9 @@ Directives are ``sim:NAME=VALUE`` words anywhere in the messages, for tests and 
 - ``sim:fail_after=N``: drop the connection after N tokens (a broken upstream stream);
 - ``sim:stall_after=N`` with ``sim:stall_s=S``: stop sending for S seconds after N tokens;
 - ``sim:status=CODE``: answer this HTTP error (429 carries ``Retry-After``) instead of streaming;
+- ``sim:echo=1``: the answer is the last user message itself, directives removed (to test what viewers do with
+  arbitrary model output: Markdown, HTML, scripts);
+- ``sim:record=1``: keep each token's emission time (``GET /sim/stats``), for latency benchmarks;
 - ``sim:fail_times=K``: apply ``fail_after`` / ``status`` only to the first K requests for the same prompt.
 
 A request whose last message is an assistant message with ``"prefix": true`` (DeepSeek's chat prefix
@@ -48,6 +51,8 @@ class Directives:
     stall_s: float = 0.0
     status: int | None = None
     fail_times: int | None = None
+    record: int = 0
+    echo: int = 0
 
 
 @dataclass(slots=True)
@@ -84,7 +89,16 @@ def parse_directives(messages: list[dict[str, Any]]) -> Directives:
         if isinstance(content, str):
             found.update(_DIRECTIVE.findall(content))
     kwargs: dict[str, Any] = {}
-    for name in ("reasoning_tokens", "content_tokens", "fail_after", "stall_after", "status", "fail_times"):
+    for name in (
+        "reasoning_tokens",
+        "content_tokens",
+        "fail_after",
+        "stall_after",
+        "status",
+        "fail_times",
+        "record",
+        "echo",
+    ):
         if name in found:
             kwargs[name] = int(float(found[name]))
     for name in ("tokens_per_s", "stall_s"):
@@ -141,6 +155,10 @@ def build_script(body: dict[str, Any]) -> Script:
     n_content = directives.content_tokens if directives.content_tokens is not None else rng.randint(20, 80)
     reasoning = _words(rng, n_reasoning, "[simulated reasoning]")
     content = _words(rng, n_content, "[simulated answer]")
+    if directives.echo:
+        last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        text = _DIRECTIVE.sub("", str(last_user.get("content", ""))).strip()
+        content = re.findall(r"\s*\S+", text)
     finish_reason = "stop"
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
     if isinstance(max_tokens, int) and max_tokens < len(reasoning) + len(content):

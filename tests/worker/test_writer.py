@@ -77,3 +77,28 @@ def test_a_fenced_writer_stops(redis_server: RedisServer) -> None:
         assert (await store.get(gid)).content == ""  # type: ignore[union-attr]
 
     run_with_writer(redis_server, body)
+
+
+def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(redis_server: RedisServer) -> None:
+    async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        for i in range(500):  # ~1,000 tokens/s for half a second
+            writer.add("content", f" f{i}")
+            if i % 5 == 4:
+                await asyncio.sleep(0.005)
+        fast_writes = writer.writes
+        assert fast_writes <= 25  # a fixed 10 ms interval would take ~50
+        for i in range(3):  # then slow: each token written at once again
+            await asyncio.sleep(0.12)
+            writer.add("content", f" s{i}")
+            await asyncio.sleep(0.02)
+            assert (await store.get_text(gid))[1].endswith(f" s{i}")
+        await writer.finish("completed", "stop")
+        text = (await store.get(gid)).content  # type: ignore[union-attr]
+        assert text == "".join(f" f{i}" for i in range(500)) + " s0 s1 s2"
+
+    async def run_adaptive(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        await writer.abandon()
+        adaptive = EventWriter(store, gid, 1, writer.seq, 0.01, max_interval_s=0.05)
+        await body(store, gid, adaptive)
+
+    run_with_writer(redis_server, run_adaptive)

@@ -1,0 +1,112 @@
+// Watches one generation through the browser's own EventSource. EventSource reconnects by itself and sends
+// Last-Event-ID, so an API restart mid-stream loses and doubles nothing. Text is rendered with textContent or
+// the DOM-only Markdown renderer (markdown.js): model output is never inserted as HTML.
+"use strict";
+
+const generationId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+const $ = (id) => document.getElementById(id);
+const state = {
+  status: "connecting", attempt: 0, reasoning: "", content: "", reasoningDeltas: 0, contentDeltas: 0,
+  usage: null, error: null, startedAt: null, finishedAt: null, done: false, model: "",
+};
+let renderQueued = false;
+
+function queueRender() {
+  if (!renderQueued) {
+    renderQueued = true;
+    requestAnimationFrame(render);
+  }
+}
+
+function elapsedText() {
+  if (!state.startedAt) return "";
+  const end = state.finishedAt ?? Date.now() / 1000;
+  return `${Math.max(0, end - state.startedAt).toFixed(1)} s`;
+}
+
+function render() {
+  renderQueued = false;
+  const status = $("status");
+  status.textContent = state.status + (state.attempt > 1 ? ` · attempt ${state.attempt}` : "");
+  status.className = `status ${state.status}`;
+  $("model").textContent = state.model;
+  $("sim-note").hidden = state.model !== "reasonq-sim";
+  const usage = state.usage || {};
+  const reasoningTokens = usage.completion_tokens_details?.reasoning_tokens ?? state.reasoningDeltas;
+  const totalTokens = usage.completion_tokens ?? state.reasoningDeltas + state.contentDeltas;
+  $("tokens").textContent = `${totalTokens} tokens (${reasoningTokens} reasoning)`;
+  $("elapsed").textContent = elapsedText();
+  $("reasoning").textContent = state.reasoning;
+  $("reasoning-pane").hidden = !state.reasoning;
+  $("answer").replaceChildren(renderMarkdown(state.content));
+  $("answer").hidden = !state.content;
+  const error = $("error");
+  error.hidden = !state.error;
+  error.textContent = state.error ? `${state.error.type}: ${state.error.message}` : "";
+  if (state.done) document.body.dataset.done = "true";
+}
+
+function onEvent(type, handler) {
+  source.addEventListener(type, (e) => {
+    handler(JSON.parse(e.data));
+    queueRender();
+  });
+}
+
+const source = new EventSource(`/v1/generations/${encodeURIComponent(generationId)}/events`);
+onEvent("status", (d) => {
+  state.status = d.status;
+  state.attempt = d.attempt;
+  if (d.status === "running" && !state.startedAt) state.startedAt = Date.now() / 1000;
+});
+onEvent("reasoning", (d) => { state.reasoning += d.delta; state.reasoningDeltas++; });
+onEvent("content", (d) => { state.content += d.delta; state.contentDeltas++; });
+onEvent("restart", (d) => {
+  // The contract: a new attempt starts the text again; never show two attempts' text mixed.
+  state.reasoning = ""; state.content = ""; state.reasoningDeltas = 0; state.contentDeltas = 0;
+  state.attempt = d.attempt;
+});
+onEvent("done", (d) => {
+  state.status = d.status; state.usage = d.usage; state.error = d.error; state.done = true;
+  state.finishedAt = state.finishedAt ?? Date.now() / 1000;
+  source.close();
+  refreshRecord();
+});
+source.onerror = () => {
+  if (state.done) return;
+  if (source.readyState === EventSource.CLOSED) {
+    state.status = "failed";
+    state.error = { type: "not_found", message: "this generation does not exist or has expired" };
+  } else {
+    state.status = "reconnecting";
+  }
+  queueRender();
+};
+source.onopen = () => {
+  if (state.status === "reconnecting" || state.status === "connecting") refreshRecord();
+};
+
+async function refreshRecord() {
+  try {
+    const r = await fetch(`/v1/generations/${encodeURIComponent(generationId)}`);
+    if (!r.ok) return;
+    const g = await r.json();
+    state.model = g.model;
+    state.startedAt = g.started_at ?? state.startedAt;
+    state.finishedAt = g.finished_at ?? state.finishedAt;
+    if (!state.done && state.status !== "running") state.status = g.status;
+    queueRender();
+  } catch (_) { /* the stream will reconnect */ }
+}
+
+async function refreshViewers() {
+  try {
+    const r = await fetch(`/v1/generations/${encodeURIComponent(generationId)}/viewers`);
+    if (r.ok) $("viewers").textContent = `${(await r.json()).viewers} watching`;
+  } catch (_) { /* try again later */ }
+}
+
+refreshRecord();
+refreshViewers();
+setInterval(refreshViewers, 3000);
+setInterval(() => { if (!state.done) queueRender(); }, 1000);

@@ -1,0 +1,48 @@
+"""Scenario: submission rate from a batch client (8 threads), with and without keep-alive.
+
+The generations are tiny (2 simulated tokens) and run while the submissions go on, as they would."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from bench.stack import Stack
+
+BODY = {"messages": [{"role": "user", "content": "batch item sim:reasoning_tokens=1 sim:content_tokens=1"}]}
+
+
+def _rate(base_url: str, n: int, threads: int, keep_alive: bool) -> float:
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+            local.client = httpx.Client(base_url=base_url, timeout=30, limits=limits)
+        c: httpx.Client = local.client
+        return c
+
+    def post(_: int) -> int:
+        return client().post("/v1/generations", json=BODY).status_code
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        codes = list(pool.map(post, range(n)))
+    elapsed = time.perf_counter() - t0
+    assert all(code == 202 for code in codes), set(codes)
+    return n / elapsed
+
+
+def run(n: int = 2_000, threads: int = 8) -> dict[str, Any]:
+    """POSTs per second with and without keep-alive."""
+    with Stack() as stack:
+        return {
+            "posts": n,
+            "client_threads": threads,
+            "keep_alive_per_s": round(_rate(stack.api_url, n, threads, keep_alive=True)),
+            "new_connection_per_s": round(_rate(stack.api_url, n, threads, keep_alive=False)),
+        }

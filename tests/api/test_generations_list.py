@@ -1,0 +1,49 @@
+"""Recent generations and live viewer counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from tests.helpers import read_events, submit, wait_status
+
+
+def test_recent_generations_newest_first(client: httpx.Client) -> None:
+    first = submit(client, "listed one sim:reasoning_tokens=1 sim:content_tokens=1")
+    second = submit(client, "listed two sim:reasoning_tokens=1 sim:content_tokens=1")
+    wait_status(client, second, {"completed"})
+    rows = client.get("/v1/generations", params={"limit": 100}).json()["data"]
+    ids = [r["id"] for r in rows]
+    assert ids.index(second) < ids.index(first)
+    row = rows[ids.index(second)]
+    assert row["preview"].startswith("listed two") and row["model"] == "reasonq-sim"
+    assert client.get("/v1/generations", params={"limit": 0}).status_code == 422
+
+
+def test_viewer_counts_follow_open_streams(client: httpx.Client, api_url: str) -> None:
+    gid = submit(client, "watched sim:reasoning_tokens=200 sim:content_tokens=10 sim:tokens_per_s=40")
+    assert client.get(f"/v1/generations/{gid}/viewers").json() == {"id": gid, "viewers": 0}
+
+    def watch() -> None:
+        with httpx.Client(base_url=api_url, timeout=30) as c:
+            read_events(c, gid, limit=60)
+
+    viewers = [threading.Thread(target=watch) for _ in range(3)]
+    for v in viewers:
+        v.start()
+    deadline = time.monotonic() + 6
+    counted = 0
+    while time.monotonic() < deadline and counted != 3:
+        counted = client.get(f"/v1/generations/{gid}/viewers").json()["viewers"]
+        time.sleep(0.2)
+    assert counted == 3
+    for v in viewers:
+        v.join(30)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and counted != 0:
+        counted = client.get(f"/v1/generations/{gid}/viewers").json()["viewers"]
+        time.sleep(0.2)
+    assert counted == 0
+    assert client.get("/v1/generations/gen_AAAAAAAAAAAAAAAAAAAAAA/viewers").status_code == 404

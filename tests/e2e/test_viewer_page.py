@@ -1,0 +1,162 @@
+"""The viewer page in a real browser (Debian's chromium driven by Playwright): whole answers, many viewers,
+an API restart mid-stream, and model output that tries to run script."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import submit, wait_status
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs Debian's)")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page_factory(browser: Any) -> Iterator[Any]:
+    contexts: list[Any] = []
+
+    def make(width: int = 1100, height: int = 900) -> Any:
+        # bypass_csp: Playwright's waits evaluate script, which the page's CSP forbids. It also makes the
+        # script-injection test stricter: it proves the renderer safe without the CSP's help.
+        context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def _wait_done(page: Any, timeout_ms: int = 60_000) -> None:
+    page.wait_for_selector("body[data-done=true]", state="attached", timeout=timeout_ms)
+
+
+def _answer_text(page: Any) -> str:
+    return str(page.inner_text("#answer")).strip()
+
+
+def test_a_finished_generation_renders_whole(client: httpx.Client, api_url: str, page_factory: Any) -> None:
+    prompt = "plain sim:reasoning_tokens=30 sim:content_tokens=40"
+    gid = submit(client, prompt)
+    record = wait_status(client, gid, {"completed"})
+    page = page_factory()
+    page.goto(f"{api_url}/g/{gid}")
+    _wait_done(page)
+    assert page.inner_text("#status").startswith("completed")
+    assert _answer_text(page) == record["content"].strip()
+    assert page.inner_text("#reasoning").strip() == record["reasoning"].strip()
+    assert "70 tokens (30 reasoning)" in page.inner_text("#tokens")
+    assert page.is_visible("#sim-note")  # the simulator is labelled as such
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-finished.png"), full_page=True)
+
+
+def test_markdown_renders_with_code_blocks(client: httpx.Client, api_url: str, page_factory: Any) -> None:
+    text = "# Plan\n\nSome **bold** and `inline` code.\n\n```python\nprint('hi')\n```\n\n- one\n- two"
+    gid = submit(client, f"{text} sim:echo=1 sim:reasoning_tokens=5")
+    wait_status(client, gid, {"completed"})
+    page = page_factory()
+    page.goto(f"{api_url}/g/{gid}")
+    _wait_done(page)
+    assert page.inner_text("#answer h1") == "Plan"
+    assert page.inner_text("#answer strong") == "bold"
+    assert page.inner_text("#answer pre code") == "print('hi')"
+    assert page.locator("#answer li").all_inner_texts() == ["one", "two"]
+
+
+def test_model_output_never_runs_as_script(client: httpx.Client, api_url: str, page_factory: Any) -> None:
+    hostile = (
+        '<script>window.__pwned = 1</script> <img src=x onerror="window.__pwned = 2"> '
+        "[click](javascript:window.__pwned=3) <svg onload=window.__pwned=4>"
+    )
+    gid = submit(client, f"{hostile} sim:echo=1 sim:reasoning_tokens=5")
+    wait_status(client, gid, {"completed"})
+    page = page_factory()
+    page.goto(f"{api_url}/g/{gid}")
+    _wait_done(page)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#answer img, #answer script, #answer svg, #answer a").count() == 0
+    shown = _answer_text(page)
+    assert "<script>window.__pwned = 1</script>" in shown and 'onerror="window.__pwned = 2"' in shown
+
+
+def test_two_pages_watch_one_generation_live(client: httpx.Client, api_url: str, page_factory: Any) -> None:
+    prompt = "shared view sim:reasoning_tokens=240 sim:content_tokens=60 sim:tokens_per_s=40"
+    gid = submit(client, prompt)
+    pages = [page_factory(), page_factory(width=390, height=844)]  # a phone-width screen too
+    for page in pages:
+        page.goto(f"{api_url}/g/{gid}")
+    pages[0].wait_for_function("document.getElementById('reasoning').textContent.length > 40")
+    pages[0].wait_for_function("document.getElementById('viewers').textContent.startsWith('2 watching')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages[0].screenshot(path=str(ARTIFACTS / "viewer-running.png"), full_page=True)
+    for page in pages:
+        _wait_done(page)
+    record = client.get(f"/v1/generations/{gid}").json()
+    assert [_answer_text(p) for p in pages] == [record["content"].strip()] * 2
+    assert pages[1].evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    pages[1].screenshot(path=str(ARTIFACTS / "viewer-phone.png"), full_page=True)
+
+
+def test_the_page_survives_an_api_restart(cluster: Any, page_factory: Any) -> None:
+    c = cluster()
+    c.start_api()
+    c.add_worker()
+    prompt = "restart the api sim:reasoning_tokens=80 sim:content_tokens=80 sim:tokens_per_s=40"
+    with httpx.Client(base_url=c.url, timeout=30) as client:
+        gid = submit(client, prompt)
+        page = page_factory()
+        page.goto(f"{c.url}/g/{gid}")
+        page.wait_for_function("document.getElementById('reasoning').textContent.length > 60")
+        c.api.stop()
+        time.sleep(0.5)
+        c.start_api()
+        _wait_done(page, timeout_ms=60_000)
+        record = client.get(f"/v1/generations/{gid}").json()
+    assert record["status"] == "completed"
+    assert _answer_text(page) == record["content"].strip()
+    assert page.inner_text("#reasoning").strip() == record["reasoning"].strip()
+
+
+def test_submit_from_the_index_page(api_url: str, page_factory: Any) -> None:
+    page = page_factory()
+    page.goto(f"{api_url}/")
+    page.fill("textarea[name=prompt]", "From the form sim:reasoning_tokens=5 sim:content_tokens=5")
+    page.fill("input[name=max_tokens]", "50")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/g/gen_*")
+    _wait_done(page)
+    assert page.inner_text("#status").startswith("completed")
+    page.goto(f"{api_url}/")
+    page.wait_for_selector("#recent a")
+    assert "From the form" in page.inner_text("#recent")
