@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.hub import Hub
-from api.routes import generations, health, pages
+from api.routes import generations, health, openai_compat, pages
 from shared.queue import create_celery
 from shared.redis import create_redis
 from shared.settings import get_settings
@@ -52,5 +52,6 @@ app = FastAPI(title="reasonq", version="0.1.0", lifespan=lifespan)
 install_error_handlers(app)
 app.include_router(health.router)
 app.include_router(generations.router)
+app.include_router(openai_compat.router)
 app.include_router(pages.router)
 app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -122,3 +122,20 @@ def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEven
 def to_sse(event: StoredEvent) -> bytes:
     """The SSE frame of one event, ready for the socket."""
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.data)
+
+
+def parse_sse(frames: bytes) -> list[StoredEvent]:
+    """The events in SSE bytes made by ``to_sse`` (the inverse of it; comments and retry hints are skipped)."""
+    events = []
+    for frame in frames.split(b"\n\n"):
+        seq, event_type, data = 0, "", b""
+        for line in frame.split(b"\n"):
+            if line.startswith(b"id: "):
+                seq = int(line[4:])
+            elif line.startswith(b"event: "):
+                event_type = line[7:].decode()
+            elif line.startswith(b"data: "):
+                data = line[6:]
+        if seq and event_type:
+            events.append(StoredEvent(seq, event_type, data))
+    return events

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     model_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. https://api.deepseek.com")
     model_api_key: SecretStr = Field(SecretStr(""), description="API key for model_base_url; never logged.")
     default_model: str = Field("reasonq-sim", description="Model used when a request names none.")
+    models: str = Field("", description="Comma-separated models GET /v1/models lists (default: default_model).")
     model_timeout_s: float = Field(600.0, gt=0, description="Upstream read timeout between two chunks.")
     model_connect_timeout_s: float = Field(10.0, gt=0, description="Upstream connect timeout.")
 
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(64, gt=0, description="Redis connection pool size per process.")
 
     sim_tokens_per_s: float = Field(40.0, ge=0, description="Simulator token rate; 0 means as fast as possible.")
+
+    @property
+    def model_list(self) -> list[str]:
+        """The models this deployment lists."""
+        return [m.strip() for m in self.models.split(",") if m.strip()] or [self.default_model]
 
     @property
     def effective_broker_url(self) -> str:

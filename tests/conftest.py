@@ -33,6 +33,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
+def unit_redis_url(redis_server: RedisServer) -> str:
+    """Database 1 of the suite's redis-server: unit tests of store, hub and writer, away from the workers'
+    recovery sweeps, which watch database 0."""
+    return redis_server.url.removesuffix("/0") + "/1"
+
+
+@pytest.fixture(scope="session")
 def sim_url(logs_dir: Path) -> Iterator[str]:
     port = free_port()
     sim = ManagedProcess(

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import logging
-import re
-import secrets
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
-from kombu.exceptions import OperationalError
 from sse_starlette import ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.sse import StreamResponse
-from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
+from api.submission import checked_id, submit_generation
 from shared.schemas import (
     GenerationAccepted,
     GenerationCancel,
@@ -31,20 +26,7 @@ from shared.schemas import (
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
-# "gen_" + 22 url-safe characters: 128 random bits.
-_ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{22}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such generation (or it expired)"}}
-
-
-def new_generation_id() -> str:
-    """An unguessable generation id (128 random bits)."""
-    return "gen_" + secrets.token_urlsafe(16)
-
-
-def _checked_id(generation_id: str) -> str:
-    if not _ID_RE.match(generation_id):
-        raise ApiError(404, "not_found", "no generation with this id")
-    return generation_id
 
 
 GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
@@ -55,25 +37,9 @@ async def create_generation(
     body: GenerationCreate, response: Response, store: StoreDep, celery: CeleryDep, settings: SettingsDep
 ) -> GenerationAccepted:
     """Queue a generation and answer at once with its id and URLs."""
-    generation_id = new_generation_id()
-    body.model = body.model or settings.default_model
-    created_at = time.time()
-    await store.create(generation_id, body, created_at, settings.queue_name)
-    try:
-        await run_in_threadpool(
-            celery.send_task,
-            GENERATE_TASK,
-            args=[generation_id],
-            queue=settings.queue_name,
-            retry_policy=SEND_RETRY_POLICY,
-        )
-    except (OperationalError, OSError) as e:
-        logger.warning("generation %s: could not queue its task: %s", generation_id, e)
-        await store.delete(generation_id)
-        raise ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}) from e
+    generation_id, created_at = await submit_generation(body, store, celery, settings)
     url = f"/v1/generations/{generation_id}"
     response.headers["Location"] = url
-    logger.info("generation %s: queued (model %s)", generation_id, body.model)
     return GenerationAccepted(
         id=generation_id, status="queued", created_at=created_at, url=url, events_url=f"{url}/events"
     )
@@ -90,7 +56,7 @@ async def list_generations(
 @router.get("/{generation_id}/viewers", response_model=GenerationViewers, responses=_ERRORS)
 async def count_viewers(generation_id: GenerationId, store: StoreDep) -> GenerationViewers:
     """How many viewers watch this generation right now, across every API process."""
-    if not await store.exists(_checked_id(generation_id)):
+    if not await store.exists(checked_id(generation_id)):
         raise ApiError(404, "not_found", "no generation with this id")
     return GenerationViewers(id=generation_id, viewers=await store.count_viewers(generation_id))
 
@@ -98,7 +64,7 @@ async def count_viewers(generation_id: GenerationId, store: StoreDep) -> Generat
 @router.get("/{generation_id}", response_model=GenerationPublic, responses=_ERRORS)
 async def get_generation(generation_id: GenerationId, store: StoreDep) -> GenerationPublic:
     """The generation's state and its text so far."""
-    generation = await store.get(_checked_id(generation_id))
+    generation = await store.get(checked_id(generation_id))
     if generation is None:
         raise ApiError(404, "not_found", "no generation with this id")
     return generation
@@ -115,7 +81,7 @@ async def cancel_generation(generation_id: GenerationId, store: StoreDep, settin
     Queued: it ends ``cancelled`` now and never starts (200). Running: its worker stops the upstream stream
     and ends it ``cancelled`` with the text so far (202; the ``done`` event follows). Ended: nothing changes (200).
     """
-    outcome, status = await store.cancel(_checked_id(generation_id), settings.retention_s)
+    outcome, status = await store.cancel(checked_id(generation_id), settings.retention_s)
     if outcome == "missing":
         raise ApiError(404, "not_found", "no generation with this id")
     if outcome == "requested":
@@ -154,7 +120,7 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamResponse:
     """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``."""
-    generation_id = _checked_id(generation_id)
+    generation_id = checked_id(generation_id)
     cursor = _resume_point(after, last_event_id)
     if not await store.exists(generation_id):
         raise ApiError(404, "not_found", "no generation with this id")

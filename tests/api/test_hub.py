@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from api.hub import Hub
-from reasonq.processes import RedisServer
 from shared.events import StatusEvent, encode_delta, encode_event
 from shared.redis import create_redis
 from shared.schemas import GenerationCreate, Message
@@ -63,12 +62,12 @@ async def collect(stream: AsyncIterator[bytes], delay_s: float = 0.0) -> list[in
 
 
 @pytest.fixture
-def with_hub(redis_server: RedisServer) -> Callable[..., Any]:
+def with_hub(unit_redis_url: str) -> Callable[..., Any]:
     def run(body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64) -> Any:
         async def main() -> Any:
-            redis = create_redis(redis_server.url, max_connections=8)
+            redis = create_redis(unit_redis_url, max_connections=8)
             store = GenerationStore(redis)
-            hub = Hub(redis_server.url, store, block_ms=2_000, ring_events=ring_events)
+            hub = Hub(unit_redis_url, store, block_ms=2_000, ring_events=ring_events)
             hub.start()
             try:
                 return await asyncio.wait_for(body(hub, store), 30)

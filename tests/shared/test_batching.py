@@ -7,7 +7,6 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from reasonq.processes import RedisServer
 from shared.batching import ScriptBatcher
 from shared.redis import create_redis
 
@@ -15,9 +14,9 @@ ECHO = "return {KEYS[1], ARGV[1]}"
 BOOM = "return redis.error_reply('boom ' .. ARGV[1])"
 
 
-def test_concurrent_callers_share_pipelines_and_get_their_own_replies(redis_server: RedisServer) -> None:
+def test_concurrent_callers_share_pipelines_and_get_their_own_replies(unit_redis_url: str) -> None:
     async def main() -> None:
-        redis = create_redis(redis_server.url, max_connections=4)
+        redis = create_redis(unit_redis_url, max_connections=4)
         batcher = ScriptBatcher(redis)
         echo, boom = redis.register_script(ECHO), redis.register_script(BOOM)
         await redis.script_flush()  # the first pipeline meets NOSCRIPT and must recover

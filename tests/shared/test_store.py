@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from reasonq.processes import RedisServer
 from shared import keys
 from shared.events import StatusEvent, encode_delta, encode_event
 from shared.redis import create_redis
@@ -20,10 +19,10 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def with_store(redis_server: RedisServer) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
+def with_store(unit_redis_url: str) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
     def run(body: Callable[[GenerationStore], Awaitable[T]]) -> T:
         async def main() -> T:
-            redis = create_redis(redis_server.url, max_connections=8)
+            redis = create_redis(unit_redis_url, max_connections=8)
             try:
                 return await body(GenerationStore(redis))
             finally:

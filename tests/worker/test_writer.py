@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from reasonq.processes import RedisServer
 from shared import keys
 from shared.errors import FencedError
 from shared.events import StatusEvent, encode_event
@@ -18,9 +17,9 @@ from shared.store import GenerationStore
 from worker.writer import EventWriter
 
 
-def run_with_writer(redis_server: RedisServer, body: Any, interval_s: float = 0.01) -> Any:
+def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) -> Any:
     async def main() -> Any:
-        redis = create_redis(redis_server.url, max_connections=4)
+        redis = create_redis(unit_redis_url, max_connections=4)
         store = GenerationStore(redis)
         gid = f"gen_writer_{time.monotonic_ns()}"
         await store.create(gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q")
@@ -34,7 +33,7 @@ def run_with_writer(redis_server: RedisServer, body: Any, interval_s: float = 0.
     return asyncio.run(main())
 
 
-def test_a_burst_of_tokens_becomes_few_events(redis_server: RedisServer) -> None:
+def test_a_burst_of_tokens_becomes_few_events(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(2_000):
             writer.add("reasoning" if i < 1_500 else "content", f" t{i}")
@@ -50,10 +49,10 @@ def test_a_burst_of_tokens_becomes_few_events(redis_server: RedisServer) -> None
         assert [e.type for e in events][-2:] == ["status", "done"]
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
-    run_with_writer(redis_server, body)
+    run_with_writer(unit_redis_url, body)
 
 
-def test_slow_tokens_are_written_at_once(redis_server: RedisServer) -> None:
+def test_slow_tokens_are_written_at_once(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(5):
             writer.add("content", f"w{i}")
@@ -62,10 +61,10 @@ def test_slow_tokens_are_written_at_once(redis_server: RedisServer) -> None:
             assert events[-1].data == b'{"delta":"w%d"}' % i  # already in Redis, not held back
         await writer.finish("completed", "stop")
 
-    run_with_writer(redis_server, body)
+    run_with_writer(unit_redis_url, body)
 
 
-def test_a_fenced_writer_stops(redis_server: RedisServer) -> None:
+def test_a_fenced_writer_stops(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         await store.redis.hset(keys.record_key(gid), "attempt", "2")  # another attempt took over
         writer.add("content", "late")
@@ -76,10 +75,10 @@ def test_a_fenced_writer_stops(redis_server: RedisServer) -> None:
             await writer.finish("completed", "stop")
         assert (await store.get(gid)).content == ""  # type: ignore[union-attr]
 
-    run_with_writer(redis_server, body)
+    run_with_writer(unit_redis_url, body)
 
 
-def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(redis_server: RedisServer) -> None:
+def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(500):  # ~1,000 tokens/s for half a second
             writer.add("content", f" f{i}")
@@ -101,4 +100,4 @@ def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(redis_se
         adaptive = EventWriter(store, gid, 1, writer.seq, 0.01, max_interval_s=0.05)
         await body(store, gid, adaptive)
 
-    run_with_writer(redis_server, run_adaptive)
+    run_with_writer(unit_redis_url, run_adaptive)
