@@ -1,4 +1,5 @@
-"""The ``reasonq`` command: ``up`` (everything, embedded), ``api``, ``worker`` and ``sim`` (one part each)."""
+"""The ``reasonq`` command: ``up`` (everything, embedded), ``api``, ``worker`` and ``sim`` (one part each), and
+the client commands ``submit``, ``tail``, ``get``, ``cancel`` (``reasonq/commands.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from reasonq.commands import add_client_commands
 from shared.settings import get_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8001)
     sim.add_argument("--tokens-per-s", type=float, default=None, help="0 = as fast as possible")
     sim.set_defaults(func=_cmd_sim)
+    add_client_commands(sub)
     return parser
 
 
