@@ -6,6 +6,8 @@ A generation owns four keys. They have no TTL while the generation is live and a
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "rq:"
 
 
@@ -85,3 +87,10 @@ def viewers_key(generation_id: str) -> str:
 
 
 VIEWERS_TTL_MS = 10_000
+
+
+def idempotency_key(scope: str, client_key: str) -> str:
+    """String: "<body hash> <generation id>" for a client's Idempotency-Key on one route (``scope``), hashed so
+    any key text is safe. Expires after the retention time."""
+    digest = hashlib.sha256(f"{scope}\x00{client_key}".encode()).hexdigest()
+    return f"{PREFIX}idem:{digest}"

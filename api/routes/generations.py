@@ -12,7 +12,7 @@ from sse_starlette import ServerSentEvent
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.sse import StreamResponse
-from api.submission import checked_id, submit_generation
+from api.submission import IdempotencyKey, checked_id, submit_once
 from shared.schemas import (
     GenerationAccepted,
     GenerationCancel,
@@ -34,10 +34,18 @@ GenerationId = Annotated[str, Path(description="The id returned by POST /v1/gene
 
 @router.post("", status_code=202, response_model=GenerationAccepted)
 async def create_generation(
-    body: GenerationCreate, response: Response, store: StoreDep, celery: CeleryDep, settings: SettingsDep
+    body: GenerationCreate,
+    response: Response,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> GenerationAccepted:
-    """Queue a generation and answer at once with its id and URLs."""
-    generation_id, created_at = await submit_generation(body, store, celery, settings)
+    """Queue a generation and answer at once with its id and URLs.
+
+    With an ``Idempotency-Key`` header, retrying the same request returns the original generation.
+    """
+    generation_id, created_at = await submit_once(body, store, celery, settings, idempotency_key, "generations")
     url = f"/v1/generations/{generation_id}"
     response.headers["Location"] = url
     return GenerationAccepted(

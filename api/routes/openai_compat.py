@@ -21,7 +21,7 @@ from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.hub import Hub
 from api.sse import StreamResponse
-from api.submission import submit_generation
+from api.submission import IdempotencyKey, submit_once
 from shared.events import parse_sse
 from shared.schemas import GenerationCreate, Message, Text
 
@@ -154,10 +154,20 @@ async def _openai_chunks(
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, store: StoreDep, hub: HubDep, celery: CeleryDep, settings: SettingsDep
+    body: ChatCompletionRequest,
+    store: StoreDep,
+    hub: HubDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    """Run an OpenAI chat-completions request as a durable generation (streaming or not)."""
-    generation_id, created_at = await submit_generation(body.to_generation(), store, celery, settings)
+    """Run an OpenAI chat-completions request as a durable generation (streaming or not).
+
+    With an ``Idempotency-Key`` header, a retried request answers from the original generation.
+    """
+    generation_id, created_at = await submit_once(
+        body.to_generation(), store, celery, settings, idempotency_key, "chat.completions"
+    )
     model = body.model or settings.default_model
     head = {"id": generation_id, "object": "chat.completion.chunk", "created": int(created_at), "model": model}
     headers = {ID_HEADER: generation_id}

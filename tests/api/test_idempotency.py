@@ -1,0 +1,65 @@
+"""Idempotency-Key: scripts can retry blindly; the same key with another body is a conflict."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import secrets
+
+import httpx
+
+from tests.helpers import wait_status
+
+BODY = {"messages": [{"role": "user", "content": "once only sim:reasoning_tokens=3 sim:content_tokens=3"}]}
+
+
+def _recent_ids(client: httpx.Client) -> list[str]:
+    return [row["id"] for row in client.get("/v1/generations", params={"limit": 100}).json()["data"]]
+
+
+def test_same_key_same_body_returns_the_original(client: httpx.Client) -> None:
+    key = secrets.token_hex(8)
+    first = client.post("/v1/generations", json=BODY, headers={"Idempotency-Key": key})
+    # the same request again, with the JSON written differently: still the same request
+    again = client.post(
+        "/v1/generations",
+        content=b'{ "messages" : [ {"content": "once only sim:reasoning_tokens=3 sim:content_tokens=3",'
+        b' "role": "user"} ] }',
+        headers={"Idempotency-Key": key, "content-type": "application/json"},
+    )
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert _recent_ids(client).count(first.json()["id"]) == 1
+    wait_status(client, first.json()["id"], {"completed"})
+
+
+def test_concurrent_retries_create_one_generation(client: httpx.Client, api_url: str) -> None:
+    key = secrets.token_hex(8)
+
+    def post(_: int) -> str:
+        with httpx.Client(base_url=api_url, timeout=30) as c:
+            r = c.post("/v1/generations", json=BODY, headers={"Idempotency-Key": key})
+            assert r.status_code == 202, r.text
+            return str(r.json()["id"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(post, range(16)))
+    assert len(ids) == 1
+
+
+def test_same_key_other_body_is_409(client: httpx.Client) -> None:
+    key = secrets.token_hex(8)
+    assert client.post("/v1/generations", json=BODY, headers={"Idempotency-Key": key}).status_code == 202
+    other = {"messages": [{"role": "user", "content": "something else"}]}
+    r = client.post("/v1/generations", json=other, headers={"Idempotency-Key": key})
+    assert r.status_code == 409 and r.json()["error"]["type"] == "conflict"
+    assert client.post("/v1/generations", json=BODY, headers={"Idempotency-Key": "x" * 300}).status_code == 422
+
+
+def test_chat_completions_retry_answers_from_the_same_generation(client: httpx.Client) -> None:
+    key = secrets.token_hex(8)
+    body = {"model": "reasonq-sim", **BODY}
+    first = client.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": key})
+    again = client.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert first.headers["x-reasonq-generation-id"] == again.headers["x-reasonq-generation-id"]
