@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from shared.events import DoneEvent, Event, decode_event
 from shared.schemas import GenerationCancel, GenerationPublic
@@ -70,6 +70,31 @@ class _Backoff:
         if self.failures > self.max_retries:
             raise ReasonqClientError(f"gave up after {self.max_retries} reconnections: {error!r}") from error
         return float(min(5.0, 0.2 * 2 ** (self.failures - 1)) * (0.5 + random.random() / 2))
+
+
+class _Cursor:
+    """Where a stream is: the last event id seen, and whether ``done`` came. Shared by both clients."""
+
+    def __init__(self, after: int | None, max_reconnects: int) -> None:
+        self.last = after or 0
+        self.done = False
+        self.backoff = _Backoff(max_reconnects)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": str(self.last)}
+
+    def accept(self, sse: ServerSentEvent) -> StreamEvent | None:
+        """The event to hand to the caller, or ``None`` (keep-alive, a repeat, or a type this version skips)."""
+        if not sse.data or not sse.id or int(sse.id) <= self.last:
+            return None
+        self.last = int(sse.id)
+        self.backoff.failures = 0
+        event = decode_event(sse.event, sse.data)
+        if event is None:
+            return None
+        self.done = isinstance(event, DoneEvent)
+        return StreamEvent(self.last, event)
 
 
 def _retryable(e: BaseException) -> bool:
@@ -127,32 +152,25 @@ class Client:
 
     def stream(self, generation_id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """Every event after ``after`` (default: from the start) to ``done``, each exactly once."""
-        last = after or 0
-        backoff = _Backoff(self.max_reconnects)
+        cursor = _Cursor(after, self.max_reconnects)
+        path = f"/v1/generations/{generation_id}/events"
         while True:
             try:
-                with connect_sse(
-                    self._http, "GET", f"/v1/generations/{generation_id}/events", headers={"Last-Event-ID": str(last)}
-                ) as source:
+                with connect_sse(self._http, "GET", path, headers=cursor.headers) as source:
                     if source.response.status_code != 200:
                         source.response.read()
                         _check(source.response)
                     for sse in source.iter_sse():
-                        if not sse.data or not sse.id or int(sse.id) <= last:
-                            continue
-                        last = int(sse.id)
-                        backoff.failures = 0
-                        event = decode_event(sse.event, sse.data)
-                        if event is None:
-                            continue
-                        yield StreamEvent(last, event)
-                        if isinstance(event, DoneEvent):
-                            return
+                        item = cursor.accept(sse)
+                        if item is not None:
+                            yield item
+                            if cursor.done:
+                                return
                 raise httpx.RemoteProtocolError("the event stream ended before done")
             except (httpx.HTTPError, ReasonqClientError) as e:
                 if not _retryable(e):
                     raise
-                time.sleep(backoff.next_delay_s(e))
+                time.sleep(cursor.backoff.next_delay_s(e))
 
     def wait(self, generation_id: str) -> GenerationPublic:
         """Wait for the end (by following the stream) and return the final generation."""
@@ -205,32 +223,25 @@ class AsyncClient:
 
     async def stream(self, generation_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
         """Every event after ``after`` (default: from the start) to ``done``, each exactly once."""
-        last = after or 0
-        backoff = _Backoff(self.max_reconnects)
+        cursor = _Cursor(after, self.max_reconnects)
+        path = f"/v1/generations/{generation_id}/events"
         while True:
             try:
-                async with aconnect_sse(
-                    self._http, "GET", f"/v1/generations/{generation_id}/events", headers={"Last-Event-ID": str(last)}
-                ) as source:
+                async with aconnect_sse(self._http, "GET", path, headers=cursor.headers) as source:
                     if source.response.status_code != 200:
                         await source.response.aread()
                         _check(source.response)
                     async for sse in source.aiter_sse():
-                        if not sse.data or not sse.id or int(sse.id) <= last:
-                            continue
-                        last = int(sse.id)
-                        backoff.failures = 0
-                        event = decode_event(sse.event, sse.data)
-                        if event is None:
-                            continue
-                        yield StreamEvent(last, event)
-                        if isinstance(event, DoneEvent):
-                            return
+                        item = cursor.accept(sse)
+                        if item is not None:
+                            yield item
+                            if cursor.done:
+                                return
                 raise httpx.RemoteProtocolError("the event stream ended before done")
             except (httpx.HTTPError, ReasonqClientError) as e:
                 if not _retryable(e):
                     raise
-                await asyncio.sleep(backoff.next_delay_s(e))
+                await asyncio.sleep(cursor.backoff.next_delay_s(e))
 
     async def wait(self, generation_id: str) -> GenerationPublic:
         """Wait for the end (by following the stream) and return the final generation."""
