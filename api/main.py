@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.hub import Hub
-from api.routes import generations, health, openai_compat, pages
+from api.routes import batches, generations, health, openai_compat, pages
 from shared.queue import create_celery
 from shared.redis import create_redis
 from shared.settings import get_settings
@@ -53,5 +53,6 @@ install_error_handlers(app)
 app.include_router(health.router)
 app.include_router(generations.router)
 app.include_router(openai_compat.router)
+app.include_router(batches.router)
 app.include_router(pages.router)
 app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

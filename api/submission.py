@@ -117,3 +117,16 @@ async def submit_generation(
         raise ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}) from e
     logger.info("generation %s: queued (model %s)", generation_id, body.model)
     return generation_id, created_at
+
+
+async def dispatch_many(celery: Celery, generation_ids: list[str], queue: str) -> None:
+    """Queue the tasks of many generations over one broker connection (a batch)."""
+
+    def send() -> None:
+        with celery.producer_or_acquire() as producer:
+            for generation_id in generation_ids:
+                celery.send_task(
+                    GENERATE_TASK, args=[generation_id], queue=queue, producer=producer, retry_policy=SEND_RETRY_POLICY
+                )
+
+    await run_in_threadpool(send)

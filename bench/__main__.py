@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import concurrency, fanout, latency, pipeline, recovery, submit
+from bench import batch, concurrency, fanout, latency, pipeline, recovery, submit
 
-SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "redis", "recovery")
+SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "batch", "redis", "recovery")
 
 
 def _pipeline(smoke: bool) -> dict[str, Any]:
@@ -83,6 +83,17 @@ def _submit(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _batch(smoke: bool) -> dict[str, Any]:
+    result = batch.run(lines=100 if smoke else 2_000, samples=10 if smoke else 30)
+    idle, busy = result["pickup_idle_ms"], result["pickup_with_batch_ms"]
+    print(
+        f"batch isolation: {result['batch_lines']}-line batch submitted in {result['batch_submit_s']} s; "
+        f"interactive pickup p50 {idle['p50']:.1f} ms idle, {busy['p50']:.1f} ms with the batch in flight "
+        f"({result['ratio_p50']}x)"
+    )
+    return result
+
+
 def _redis(smoke: bool) -> dict[str, Any]:
     result = pipeline.redis_cost()
     print("Redis cost, one generation and one viewer:")
@@ -121,6 +132,7 @@ def main() -> int:
         "fanout": _fanout,
         "concurrency": _concurrency,
         "submit": _submit,
+        "batch": _batch,
         "redis": _redis,
         "recovery": _recovery,
     }

@@ -66,11 +66,13 @@ class Stack:
         self.start_api()
         self._wait_worker_ready(worker)
 
-    def add_worker(self) -> ManagedProcess:
-        """Start one more worker process."""
+    def add_worker(self, queues: str = "") -> ManagedProcess:
+        """Start one more worker process (on ``queues``, default the interactive queue)."""
         n = sum(p.name.startswith("worker") for p in self.procs)
         # INFO, so the log says when Celery is ready (a few lines per generation; none per token)
         argv = [sys.executable, "-m", "reasonq", "--log-level", "INFO", "worker"]
+        if queues:
+            argv += ["--queues", queues, "--hostname", f"batch{n}@%h"]
         worker = ManagedProcess(f"worker-{n}", argv, self.env, log_path=self.dir / f"worker-{n}.log")
         self.procs.append(worker.start())
         return worker

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 from shared.events import DoneEvent, Event, decode_event
@@ -177,6 +178,26 @@ class Client:
         for _ in self.stream(generation_id):
             pass
         return self.get(generation_id)
+
+    def submit_batch(self, jsonl: bytes, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit OpenAI Batch input lines (JSONL); with a key, a retry returns the same batch."""
+        headers = {"content-type": "application/jsonl"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        batch: dict[str, Any] = _check(self._http.post("/v1/batches", content=jsonl, headers=headers))
+        return batch
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch object with its request counts."""
+        batch: dict[str, Any] = _check(self._http.get(f"/v1/batches/{batch_id}"))
+        return batch
+
+    def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The output lines of the requests that have finished so far."""
+        response = self._http.get(f"/v1/batches/{batch_id}/results")
+        if response.status_code >= 400:
+            _check(response)
+        return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
 
 
 class AsyncClient:

@@ -1,18 +1,26 @@
 """Client commands of the ``reasonq`` CLI: ``submit``, ``tail``, ``get``, ``cancel`` (terminal output by rich).
 
-Exit codes scripts can rely on: 0 the generation completed (or the command did what it says), 1 it failed,
+``batch`` runs an OpenAI Batch JSONL file, writing result lines as they finish; re-running it after an
+interruption resumes the same batch and never writes a line twice.
+
+Exit codes scripts can rely on: 0 the generation completed (or the command did what it says), 1 it failed
+(for ``batch``: some line failed),
 3 it was cancelled, 4 no such generation, 5 the server could not be reached or refused the request.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reasonq.client import Client, ReasonqClientError
 from shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent
@@ -103,6 +111,61 @@ def _get(client: Client, args: argparse.Namespace) -> int:
     return _EXIT_BY_STATUS.get(generation.status, 0) if generation.status != "running" else 0
 
 
+def _batch(client: Client, args: argparse.Namespace) -> int:
+    """Submit a JSONL batch and write results as they finish; re-running after an interruption resumes."""
+    state = Path(args.output + ".batch-id")
+    output = Path(args.output)
+    written: set[str] = set()
+    if output.exists():
+        for line in output.read_text().splitlines():
+            if line.strip():
+                written.add(json.loads(line)["custom_id"])
+    err = Console(stderr=True, highlight=False)
+    if state.exists():
+        batch_id = state.read_text().strip()
+        err.print(f"resuming batch {batch_id} ({len(written)} results already in {output})", markup=False)
+    else:
+        raw = Path(args.input).read_bytes()
+        # The file's hash as the key: submitting the same file again returns the same batch, never a second one.
+        batch_id = client.submit_batch(raw, hashlib.sha256(raw).hexdigest())["id"]
+        state.write_text(batch_id)
+        err.print(f"submitted batch {batch_id}", markup=False)
+    with (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress,
+        output.open("a") as out,
+    ):
+        batch = client.get_batch(batch_id)
+        task = progress.add_task("batch", total=batch["request_counts"]["total"], rate="")
+        started, start_count = time.monotonic(), len(written)
+        while True:
+            batch = client.get_batch(batch_id)
+            for result in client.batch_results(batch_id):
+                if result["custom_id"] not in written:
+                    out.write(json.dumps(result) + "\n")
+                    written.add(result["custom_id"])
+            out.flush()
+            counts = batch["request_counts"]
+            rate = (len(written) - start_count) / max(time.monotonic() - started, 1e-6)
+            progress.update(
+                task,
+                completed=len(written),
+                rate=f"{rate:.1f}/s",
+                description=f"{counts['completed']} ok, {counts['failed']} failed",
+            )
+            if batch["status"] in ("completed", "cancelled") and len(written) >= counts["total"]:
+                break
+            time.sleep(args.poll_s)
+    state.unlink(missing_ok=True)
+    return 0 if batch["request_counts"]["failed"] == 0 else EXIT_FAILED
+
+
 def _cancel(client: Client, args: argparse.Namespace) -> int:
     answer = client.cancel(args.id)
     print(json.dumps(answer.model_dump()))
@@ -132,6 +195,10 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--json", action="store_true")
     p = command("cancel", "cancel a generation", _cancel)
     p.add_argument("id")
+    p = command("batch", "run an OpenAI Batch JSONL file; writes results as they finish; resumable", _batch)
+    p.add_argument("input", help="JSONL: {custom_id, method, url, body} per line")
+    p.add_argument("-o", "--output", required=True, help="results JSONL (appended; rerun to resume)")
+    p.add_argument("--poll-s", type=float, default=1.0, help="how often to collect results")
 
 
 if __name__ == "__main__":  # pragma: no cover

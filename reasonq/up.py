@@ -56,7 +56,12 @@ def run_up(args: argparse.Namespace) -> int:
             )
         worker = ManagedProcess("worker", _python_m("worker"), env).start()
         started.append(worker)
-        print(f"reasonq: worker (pid {worker.pid})")
+        # Batch generations have their own queue and worker, so a long batch never delays interactive work.
+        batch_worker = ManagedProcess(
+            "batch-worker", _python_m("worker", "--queues", settings.batch_queue_name, "--hostname", "batch@%h"), env
+        ).start()
+        started.append(batch_worker)
+        print(f"reasonq: worker (pid {worker.pid}), batch worker (pid {batch_worker.pid})")
         api = ManagedProcess("api", _python_m("api", "--host", args.host, "--port", str(args.port)), env).start()
         started.append(api)
         base = f"http://{args.host}:{args.port}"
@@ -78,7 +83,7 @@ def run_up(args: argparse.Namespace) -> int:
         code = 1
     finally:
         for proc in reversed(started):
-            rc = proc.stop(WORKER_STOP_TIMEOUT_S if proc.name == "worker" else 10.0)
+            rc = proc.stop(WORKER_STOP_TIMEOUT_S if proc.name.endswith("worker") else 10.0)
             print(f"reasonq: stopped {proc.name} (pid {proc.pid}, exit {rc})", flush=True)
         print("reasonq: all processes stopped", flush=True)
     return code

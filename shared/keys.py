@@ -94,3 +94,13 @@ def idempotency_key(scope: str, client_key: str) -> str:
     any key text is safe. Expires after the retention time."""
     digest = hashlib.sha256(f"{scope}\x00{client_key}".encode()).hexdigest()
     return f"{PREFIX}idem:{digest}"
+
+
+def batch_key(batch_id: str) -> str:
+    """Hash: a batch's record (status, counts at creation, times). Expires with its generations' retention."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def batch_items_key(batch_id: str) -> str:
+    """List: "custom_id<TAB>generation_id" per input line, in input order. Same lifetime as the batch."""
+    return f"{PREFIX}batch:{batch_id}:items"

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding records and event streams.")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url. amqp:// works too.")
     queue_name: str = Field("reasonq", description="Celery queue that generation tasks go to.")
+    batch_queue_name: str = Field(
+        "reasonq-batch", description="Celery queue of batch generations (served by their own workers)."
+    )
+    batch_max_lines: int = Field(50_000, gt=0, description="Most lines one batch may have.")
 
     model_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. https://api.deepseek.com")
     model_api_key: SecretStr = Field(SecretStr(""), description="API key for model_base_url; never logged.")

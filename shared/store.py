@@ -91,6 +91,14 @@ class GenerationStore:
 
         ``queue`` is the Celery queue its task goes to; recovery dispatches it to the same queue again.
         """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.queue_create(pipe, generation_id, request, created_at, queue)
+            await pipe.execute()
+
+    def queue_create(
+        self, pipe: Any, generation_id: str, request: GenerationCreate, created_at: float, queue: str
+    ) -> None:
+        """Add the commands that create one generation to ``pipe`` (to write many in one round trip)."""
         event_type, data = encode_event(StatusEvent(status="queued", attempt=0))
         record: dict[str, str | bytes] = {
             "id": generation_id,
@@ -105,13 +113,11 @@ class GenerationStore:
         }
         if request.metadata:
             record["metadata"] = orjson.dumps(request.metadata)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.record_key(generation_id), mapping=record)  # type: ignore[arg-type]
-            pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
-            pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
-            pipe.zadd(keys.recent_key(), {generation_id: created_at})
-            pipe.zremrangebyrank(keys.recent_key(), 0, -keys.RECENT_KEPT - 1)
-            await pipe.execute()
+        pipe.hset(keys.record_key(generation_id), mapping=record)
+        pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
+        pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
+        pipe.zadd(keys.recent_key(), {generation_id: created_at})
+        pipe.zremrangebyrank(keys.recent_key(), 0, -keys.RECENT_KEPT - 1)
 
     async def delete(self, generation_id: str) -> None:
         """Remove every key of a generation (used when its task could not be queued)."""

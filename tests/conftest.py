@@ -74,11 +74,14 @@ class WorkerFactory:
         self.logs_dir = logs_dir
         self.started: list[ManagedProcess] = []
 
-    def __call__(self, name: str = "w", *, concurrency: int = 50, env: dict[str, str] | None = None) -> ManagedProcess:
+    def __call__(
+        self, name: str = "w", *, concurrency: int = 50, env: dict[str, str] | None = None, queues: str = ""
+    ) -> ManagedProcess:
         n = len(self.started)
+        extra = ["--queues", queues] if queues else []
         worker = ManagedProcess(
             f"worker-{name}-{n}",
-            python_m("worker", "--concurrency", str(concurrency), "--hostname", f"{name}{n}@%h"),
+            python_m("worker", "--concurrency", str(concurrency), "--hostname", f"{name}{n}@%h", *extra),
             {**self.env, **(env or {})},
             log_path=self.logs_dir / f"worker-{name}-{n}.log",
         ).start()
@@ -93,7 +96,7 @@ class WorkerFactory:
 @pytest.fixture(scope="session")
 def session_worker(stack_env: dict[str, str], logs_dir: Path) -> Iterator[ManagedProcess]:
     factory = WorkerFactory(stack_env, logs_dir)
-    worker = factory("session")
+    worker = factory("session", queues="reasonq,reasonq-batch")  # interactive and batch queues
     yield worker
     factory.stop_all()
 

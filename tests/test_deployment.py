@@ -17,19 +17,20 @@ def _compose() -> dict:  # type: ignore[type-arg]
 
 def test_services_and_their_commands() -> None:
     services = _compose()["services"]
-    assert {"redis", "api", "worker", "sim"} <= set(services)
+    assert {"redis", "api", "worker", "batch-worker", "sim"} <= set(services)
+    assert services["batch-worker"]["command"][:4] == ["reasonq", "worker", "--queues", "reasonq-batch"]
     assert services["api"]["command"][:2] == ["reasonq", "api"]
     assert services["worker"]["command"] == ["reasonq", "worker"]
     assert services["sim"]["command"][:2] == ["reasonq", "sim"]
     parser = build_parser()
-    for name in ("api", "worker", "sim"):
+    for name in ("api", "worker", "batch-worker", "sim"):
         parser.parse_args(services[name]["command"][1:])  # the commands exist with these flags
 
 
 def test_restart_policies_and_persistent_redis() -> None:
     compose = _compose()
     services = compose["services"]
-    for name in ("redis", "api", "worker"):
+    for name in ("redis", "api", "worker", "batch-worker"):
         assert services[name]["restart"] == "unless-stopped"
     assert "--appendonly" in services["redis"]["command"]
     assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"])

@@ -61,7 +61,7 @@ def test_up_serves_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
         assert (record["reasoning"], record["content"]) == expected_text(prompt)
     finally:
         pids = _stop_up(proc, log)
-    assert len(pids) == 4  # redis-server, simulator, worker, API
+    assert len(pids) == 5  # redis-server, simulator, worker, batch worker, API
     time.sleep(0.2)
     assert [p for p in pids if _alive(p)] == []
     assert "all processes stopped" in log.read_text()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from reasonq.processes import free_port
 from tests.helpers import expected_text
@@ -45,3 +49,33 @@ def test_exit_codes(api_url: str) -> None:
     assert failed.returncode == 1 and "HTTP 400" in failed.stderr
     assert reasonq("get", "gen_AAAAAAAAAAAAAAAAAAAAAA", url=api_url).returncode == 4
     assert reasonq("get", "gen_AAAAAAAAAAAAAAAAAAAAAA", url=f"http://127.0.0.1:{free_port()}").returncode == 5
+
+
+def test_a_thousand_line_batch_through_the_cli_resumes_after_an_interrupt(api_url: str, tmp_path: Path) -> None:
+    tag = time.monotonic_ns()
+    lines = [
+        {
+            "custom_id": f"line-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": f"cli batch {tag} {i} sim:reasoning_tokens=2"}]},
+        }
+        for i in range(1_000)
+    ]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    argv = [sys.executable, "-m", "reasonq", "batch", str(source), "-o", str(out), "--url", api_url, "--poll-s", "0.2"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    first.send_signal(signal.SIGINT)  # Ctrl-C part way
+    _, first_err = first.communicate(timeout=30)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stderr
+    submitted = re.search(r"submitted batch (batch_\S+)", first_err)
+    # the second run resumed the same batch (or, had the first one finished, got it back by the file's
+    # Idempotency-Key): never a second batch
+    assert submitted is not None and submitted.group(1) in second.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    custom_ids = [r["custom_id"] for r in results]
+    assert sorted(custom_ids) == sorted(line["custom_id"] for line in lines)  # each exactly once
+    assert all(r["response"]["status_code"] == 200 for r in results)

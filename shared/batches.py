@@ -1,0 +1,180 @@
+"""Batches: many generations submitted together, tracked as one object (OpenAI's Batch shape)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from shared import keys
+from shared.events import TERMINAL_STATUSES
+from shared.schemas import GenerationCreate
+from shared.store import GenerationStore
+
+_CHUNK = 500  # generations written per pipeline
+
+
+@dataclass
+class BatchState:
+    """A batch as ``GET /v1/batches/{id}`` shows it."""
+
+    id: str
+    status: str
+    created_at: float
+    completed_at: float | None
+    cancelled_at: float | None
+    total: int
+    completed: int
+    failed: int
+    metadata: dict[str, str] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's batch object, as far as it applies."""
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "status": self.status,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "cancelled_at": self.cancelled_at,
+            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
+            "metadata": self.metadata,
+            "results_url": f"/v1/batches/{self.id}/results",
+        }
+
+
+class BatchStore:
+    """Reads and writes batches; their generations live in the ``GenerationStore`` like any other."""
+
+    def __init__(self, store: GenerationStore) -> None:
+        self.store = store
+        self.redis = store.redis
+
+    async def create(
+        self,
+        batch_id: str,
+        items: list[tuple[str, str, GenerationCreate]],
+        queue: str,
+        retention_s: int,
+        metadata: dict[str, str] | None,
+    ) -> float:
+        """Write every generation (queued) and the batch; ``items`` are (custom_id, generation_id, request)."""
+        created_at = time.time()
+        for start in range(0, len(items), _CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, generation_id, request in items[start : start + _CHUNK]:
+                    self.store.queue_create(pipe, generation_id, request, created_at, queue)
+                await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            record: dict[str, str | bytes] = {
+                "status": "in_progress",
+                "created_at": f"{created_at:.3f}",
+                "total": str(len(items)),
+            }
+            if metadata:
+                record["metadata"] = orjson.dumps(metadata)
+            pipe.hset(keys.batch_key(batch_id), mapping=record)  # type: ignore[arg-type]
+            for start in range(0, len(items), _CHUNK):
+                pipe.rpush(keys.batch_items_key(batch_id), *(f"{c}\t{g}" for c, g, _ in items[start : start + _CHUNK]))
+            for key in (keys.batch_key(batch_id), keys.batch_items_key(batch_id)):
+                pipe.expire(key, retention_s * 7)  # outlives its generations' queueing; trimmed with them
+            await pipe.execute()
+        return created_at
+
+    async def items(self, batch_id: str) -> list[tuple[str, str]]:
+        """(custom_id, generation_id) per input line, in order."""
+        raw = cast(list[bytes], await self.redis.lrange(keys.batch_items_key(batch_id), 0, -1))
+        return [cast(tuple[str, str], tuple(item.decode().split("\t", 1))) for item in raw]
+
+    async def statuses(self, generation_ids: list[str]) -> list[str | None]:
+        """Each generation's status (``None`` once expired)."""
+        out: list[str | None] = []
+        for start in range(0, len(generation_ids), 2_000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for gid in generation_ids[start : start + 2_000]:
+                    pipe.hget(keys.record_key(gid), "status")
+                out += [s.decode() if s else None for s in await pipe.execute()]
+        return out
+
+    async def get(self, batch_id: str) -> BatchState | None:
+        """The batch with counts computed from its generations now."""
+        record = cast(dict[bytes, bytes], await self.redis.hgetall(keys.batch_key(batch_id)))
+        if not record:
+            return None
+        statuses = await self.statuses([gid for _, gid in await self.items(batch_id)])
+        completed = sum(s == "completed" for s in statuses)
+        failed = sum(s in ("failed", "cancelled") or s is None for s in statuses)
+        status = record[b"status"].decode()
+        completed_at = float(record[b"completed_at"]) if b"completed_at" in record else None
+        if completed + failed == len(statuses) and status in ("in_progress", "cancelling"):
+            status = "completed" if status == "in_progress" else "cancelled"
+            completed_at = time.time()
+            await self.redis.hset(
+                keys.batch_key(batch_id), mapping={"status": status, "completed_at": f"{completed_at:.3f}"}
+            )
+        return BatchState(
+            id=batch_id,
+            status=status,
+            created_at=float(record[b"created_at"]),
+            completed_at=completed_at,
+            cancelled_at=float(record[b"cancelled_at"]) if b"cancelled_at" in record else None,
+            total=int(record[b"total"]),
+            completed=completed,
+            failed=failed,
+            metadata=orjson.loads(record[b"metadata"]) if b"metadata" in record else None,
+        )
+
+    async def cancel(self, batch_id: str, retention_s: int) -> None:
+        """Cancel every generation of the batch that has not ended."""
+        await self.redis.hset(
+            keys.batch_key(batch_id), mapping={"status": "cancelling", "cancelled_at": f"{time.time():.3f}"}
+        )
+        items = await self.items(batch_id)
+        statuses = await self.statuses([gid for _, gid in items])
+        for (_, gid), status in zip(items, statuses, strict=True):
+            if status is not None and status not in TERMINAL_STATUSES:
+                await self.store.cancel(gid, retention_s)
+
+    async def results(self, batch_id: str, model: str) -> AsyncIterator[bytes]:
+        """One JSONL line per finished generation, in input order (OpenAI's batch output line format)."""
+        items = await self.items(batch_id)
+        statuses = await self.statuses([gid for _, gid in items])
+        for (custom_id, gid), status in zip(items, statuses, strict=True):
+            if status not in TERMINAL_STATUSES:
+                continue
+            g = await self.store.get(gid)
+            if g is None:
+                continue
+            line: dict[str, Any] = {"id": gid, "custom_id": custom_id, "response": None, "error": None}
+            if g.status == "completed":
+                line["response"] = {
+                    "status_code": 200,
+                    "request_id": gid,
+                    "body": {
+                        "id": gid,
+                        "object": "chat.completion",
+                        "created": int(g.created_at),
+                        "model": g.model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": g.finish_reason,
+                                "logprobs": None,
+                                "message": {
+                                    "role": "assistant",
+                                    "content": g.content,
+                                    "reasoning_content": g.reasoning,
+                                },
+                            }
+                        ],
+                        "usage": g.usage,
+                    },
+                }
+            else:
+                error = g.error or {"type": g.status, "message": f"the generation was {g.status}"}
+                line["error"] = {"code": error.get("type"), "message": error.get("message")}
+            yield orjson.dumps(line) + b"\n"

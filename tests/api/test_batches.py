@@ -1,0 +1,82 @@
+"""Batches in OpenAI's Batch format: validation before anything is written, results, cancel, idempotency."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.helpers import expected_text
+
+
+def _line(custom_id: str, content: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "reasonq-sim", "messages": [{"role": "user", "content": content}], **body},
+    }
+
+
+def _jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"\n".join(orjson.dumps(line) for line in lines) + b"\n"
+
+
+def _wait_batch(client: httpx.Client, batch_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batch: dict[str, Any] = client.get(f"/v1/batches/{batch_id}").json()
+        if batch["status"] in ("completed", "cancelled"):
+            return batch
+        time.sleep(0.2)
+    raise AssertionError(f"batch {batch_id} did not end")
+
+
+def test_a_batch_runs_every_line_once(client: httpx.Client) -> None:
+    tag = secrets.token_hex(4)
+    lines = [_line(f"ok-{i}", f"batch {tag} {i} sim:reasoning_tokens=3 sim:content_tokens=3") for i in range(22)]
+    lines += [_line(f"bad-{i}", f"batch {tag} bad {i} sim:status=400") for i in range(3)]
+    r = client.post("/v1/batches", content=_jsonl(lines), headers={"content-type": "application/jsonl"})
+    assert r.status_code == 200, r.text
+    batch = r.json()
+    assert batch["object"] == "batch" and batch["request_counts"]["total"] == 25
+    done = _wait_batch(client, batch["id"])
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 25, "completed": 22, "failed": 3}
+    results = [orjson.loads(x) for x in client.get(f"/v1/batches/{batch['id']}/results").content.splitlines()]
+    assert sorted(r["custom_id"] for r in results) == sorted(line["custom_id"] for line in lines)
+    by_id = {r["custom_id"]: r for r in results}
+    ok = by_id["ok-5"]["response"]
+    assert ok["status_code"] == 200
+    assert (
+        ok["body"]["choices"][0]["message"]["content"]
+        == expected_text(f"batch {tag} 5 sim:reasoning_tokens=3 sim:content_tokens=3")[1]
+    )
+    assert by_id["bad-1"]["response"] is None and "HTTP 400" in by_id["bad-1"]["error"]["message"]
+
+
+def test_a_bad_line_rejects_the_whole_batch(client: httpx.Client) -> None:
+    tag = secrets.token_hex(4)
+    lines = [_line("a", f"reject {tag}"), _line("b", f"reject {tag}"), {"custom_id": "c", "body": {"messages": []}}]
+    r = client.post("/v1/batches", content=_jsonl(lines), headers={"content-type": "application/jsonl"})
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("line 3: body.messages")
+    dup = client.post("/v1/batches", json=[_line("x", "a"), _line("x", "b")])
+    assert dup.status_code == 422 and "line 2" in dup.json()["error"]["message"]
+    previews = [row["preview"] for row in client.get("/v1/generations", params={"limit": 100}).json()["data"]]
+    assert not any(tag in p for p in previews)  # nothing half-submitted
+
+
+def test_cancel_and_idempotency_and_progress_events(client: httpx.Client) -> None:
+    lines = [_line(f"slow-{i}", f"slow {i} sim:reasoning_tokens=400 sim:tokens_per_s=20") for i in range(4)]
+    key = secrets.token_hex(8)
+    first = client.post("/v1/batches", json=lines, headers={"Idempotency-Key": key}).json()
+    again = client.post("/v1/batches", json=lines, headers={"Idempotency-Key": key}).json()
+    assert first["id"] == again["id"]
+    cancelled = client.post(f"/v1/batches/{first['id']}/cancel").json()
+    assert cancelled["status"] in ("cancelling", "cancelled")
+    done = _wait_batch(client, first["id"])
+    assert done["status"] == "cancelled" and done["request_counts"]["failed"] == 4
+    events = client.get(f"/v1/batches/{first['id']}/events").text
+    assert "event: done" in events and '"status":"cancelled"' in events
