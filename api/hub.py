@@ -20,6 +20,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api import metrics
 from shared import keys
 from shared.events import StoredEvent, parse_entry, to_sse
 from shared.redis import create_blocking_redis
@@ -67,6 +68,7 @@ class Topic:
                 self.done_seq = event.seq
                 self.finished = True
         self.cursor = events[-1].seq
+        metrics.EVENTS_FANNED_OUT.inc(len(events) * self.viewers)  # counted once per batch, not per send
         if len(self.frames) > 2 * ring_events:
             drop = len(self.frames) - ring_events
             del self.frames[:drop]
@@ -150,6 +152,11 @@ class Hub:
         """Live viewers attached right now (viewers replaying a finished generation are not attached)."""
         return sum(t.viewers for t in self._topics.values())
 
+    @property
+    def total_watching(self) -> int:
+        """Viewers of this process, replaying or live."""
+        return sum(self._watching.values())
+
     def watching(self, generation_id: str) -> int:
         """Viewers of one generation in this process, replaying or live."""
         return self._watching.get(generation_id, 0)
@@ -204,6 +211,7 @@ class Hub:
             async for chunk in self._follow(generation_id, after):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
+            metrics.REDIS_ERRORS.labels("hub").inc()
             logger.warning("generation %s: ending event stream, Redis unavailable: %s", generation_id, e)
             yield REDIS_GONE_FRAME
         finally:
@@ -213,6 +221,7 @@ class Hub:
         events = await self._store.read_events(generation_id, cursor, CATCHUP_COUNT)
         if not events:
             return b"", cursor, False
+        metrics.EVENTS_FANNED_OUT.inc(len(events))
         return b"".join(to_sse(e) for e in events), events[-1].seq, events[-1].type == "done"
 
     async def _follow(self, generation_id: str, after: int) -> AsyncIterator[bytes]:
@@ -231,6 +240,7 @@ class Hub:
                     chunk_or_none = topic.frames_after(cursor)
                     if chunk_or_none is None:
                         self.stats.catchups += 1
+                        metrics.CATCHUPS.inc()
                         chunk, cursor, done = await self._catch_up(generation_id, cursor)
                     else:
                         chunk, cursor = chunk_or_none, topic.cursor

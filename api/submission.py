@@ -15,6 +15,7 @@ from fastapi import Header
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from api import metrics
 from api.errors import ApiError
 from shared import keys
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
@@ -116,6 +117,7 @@ async def submit_generation(
         await store.delete(generation_id)
         raise ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}) from e
     logger.info("generation %s: queued (model %s)", generation_id, body.model)
+    metrics.GENERATIONS_SUBMITTED.labels("single").inc()
     return generation_id, created_at
 
 
@@ -130,3 +132,4 @@ async def dispatch_many(celery: Celery, generation_ids: list[str], queue: str) -
                 )
 
     await run_in_threadpool(send)
+    metrics.GENERATIONS_SUBMITTED.labels("batch").inc(len(generation_ids))

@@ -104,3 +104,9 @@ def batch_key(batch_id: str) -> str:
 def batch_items_key(batch_id: str) -> str:
     """List: "custom_id<TAB>generation_id" per input line, in input order. Same lifetime as the batch."""
     return f"{PREFIX}batch:{batch_id}:items"
+
+
+def workers_key() -> str:
+    """Sorted set: worker process ids scored by their last heartbeat (ms). Members older than a minute are
+    trimmed by the heartbeat itself."""
+    return f"{PREFIX}workers"

@@ -205,6 +205,27 @@ class GenerationStore:
                 total += int(count)
         return total
 
+    async def beat(self, worker_id: str, running: int) -> None:
+        """A worker process is alive (readiness checks look for a recent beat)."""
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.workers_key(), {worker_id: now_ms})
+            pipe.zremrangebyscore(keys.workers_key(), "-inf", now_ms - 60_000)
+            await pipe.execute()
+
+    async def live_workers(self, within_ms: int) -> int:
+        """Worker processes that beat within ``within_ms``."""
+        now_ms = int(time.time() * 1000)
+        return int(await self.redis.zcount(keys.workers_key(), now_ms - within_ms, "+inf"))
+
+    async def counts(self) -> dict[str, int]:
+        """Generations running (holding a lease) and queued, across the deployment."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.leases_key())
+            pipe.zcard(keys.queued_key())
+            running, queued = await pipe.execute()
+        return {"running": int(running), "queued": int(queued)}
+
     async def read_events(self, generation_id: str, after: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` events with ids strictly greater than ``after``."""
         entries = cast(

@@ -29,6 +29,7 @@ async def renew_leases_forever(runtime: WorkerRuntime) -> None:
         await asyncio.sleep(interval_s)
         leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
         try:
+            await runtime.store.beat(runtime.worker_id, len(leases))
             lost, cancel = await runtime.store.renew_leases(leases, runtime.lease_ttl_ms)
         except (RedisError, OSError) as e:
             logger.warning("lease heartbeat failed for %d generations: %s", len(leases), e)

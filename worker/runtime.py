@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class WorkerRuntime:
             )
         self.settings = settings
         self.pid = os.getpid()
+        self.worker_id = f"{socket.gethostname()}:{self.pid}"
         self.running: dict[str, RunningGeneration] = {}
         self.secrets = [settings.model_api_key.get_secret_value()]
         self.shutting_down = False

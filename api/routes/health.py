@@ -1,13 +1,65 @@
-"""Liveness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from api import metrics
+from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 
 router = APIRouter(tags=["health"])
+LIVE_WORKER_MS = 30_000
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+def _broker_ok(celery: Any) -> bool:
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@router.get("/readyz")
+async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
+    """Ready to take work: Redis and the broker answer, and at least one worker beat in the last 30 s."""
+    checks: dict[str, Any] = {}
+    try:
+        checks["redis"] = bool(await asyncio.wait_for(store.redis.ping(), 2))
+        checks["workers"] = await store.live_workers(LIVE_WORKER_MS)
+    except (RedisError, OSError, TimeoutError):
+        checks["redis"], checks["workers"] = False, 0
+    checks["broker"] = await run_in_threadpool(_broker_ok, celery)
+    ready = bool(checks["redis"] and checks["broker"] and checks["workers"] > 0)
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(store: StoreDep, hub: HubDep, settings: SettingsDep) -> Response:
+    """Prometheus text format."""
+    metrics.VIEWERS.set(hub.total_watching)
+    try:
+        counts = await store.counts()
+        for state, n in counts.items():
+            metrics.GENERATIONS.labels(state).set(n)
+        metrics.WORKERS.set(await store.live_workers(LIVE_WORKER_MS))
+        if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
+            for queue in (settings.queue_name, settings.batch_queue_name):
+                metrics.QUEUE_DEPTH.labels(queue).set(await store.redis.llen(queue))
+    except (RedisError, OSError) as e:
+        metrics.REDIS_ERRORS.labels("metrics").inc()
+        return Response(f"# Redis unavailable: {type(e).__name__}\n", 503, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.helpers import read_events, submit, wait_status
+from tests.helpers import submit, wait_status
 
 
 def test_recent_generations_newest_first(client: httpx.Client) -> None:
@@ -23,21 +23,26 @@ def test_recent_generations_newest_first(client: httpx.Client) -> None:
 
 
 def test_viewer_counts_follow_open_streams(client: httpx.Client, api_url: str) -> None:
-    gid = submit(client, "watched sim:reasoning_tokens=200 sim:content_tokens=10 sim:tokens_per_s=40")
+    gid = submit(client, "watched sim:reasoning_tokens=300 sim:content_tokens=10 sim:tokens_per_s=40")
     assert client.get(f"/v1/generations/{gid}/viewers").json() == {"id": gid, "viewers": 0}
 
-    def watch() -> None:
-        with httpx.Client(base_url=api_url, timeout=30) as c:
-            read_events(c, gid, limit=60)
+    counted_three = threading.Event()
+
+    def watch() -> None:  # stay connected until the count has been seen
+        with httpx.Client(base_url=api_url, timeout=30) as c, c.stream("GET", f"/v1/generations/{gid}/events") as r:
+            for _ in r.iter_lines():
+                if counted_three.is_set():
+                    break
 
     viewers = [threading.Thread(target=watch) for _ in range(3)]
     for v in viewers:
         v.start()
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 8
     counted = 0
     while time.monotonic() < deadline and counted != 3:
         counted = client.get(f"/v1/generations/{gid}/viewers").json()["viewers"]
         time.sleep(0.2)
+    counted_three.set()
     assert counted == 3
     for v in viewers:
         v.join(30)
