@@ -9,13 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from reasonq.commands import add_client_commands
+from reasonq.logs import configure_logging
 from shared.settings import get_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
@@ -28,6 +23,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=args.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through reasonq's handler (plain or JSON lines)
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
         backlog=args.backlog,
@@ -71,6 +67,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=args.log_level.lower(),
+        log_config=None,
         access_log=False,
     )
     return 0
@@ -120,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reasonq`` command."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, get_settings().log_json)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     )
     redis_max_connections: int = Field(64, gt=0, description="Redis connection pool size per process.")
 
+    log_json: bool = Field(False, description="Log one JSON object per line (with generation_id when about one).")
+
     sim_tokens_per_s: float = Field(40.0, ge=0, description="Simulator token rate; 0 means as fast as possible.")
 
     @property

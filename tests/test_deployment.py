@@ -17,7 +17,8 @@ def _compose() -> dict:  # type: ignore[type-arg]
 
 def test_services_and_their_commands() -> None:
     services = _compose()["services"]
-    assert {"redis", "api", "worker", "batch-worker", "sim"} <= set(services)
+    assert {"redis", "api", "worker", "batch-worker", "sim", "flower"} <= set(services)
+    assert "flower" in services["flower"]["command"]
     assert services["batch-worker"]["command"][:4] == ["reasonq", "worker", "--queues", "reasonq-batch"]
     assert services["api"]["command"][:2] == ["reasonq", "api"]
     assert services["worker"]["command"] == ["reasonq", "worker"]
