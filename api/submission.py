@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import re
 import secrets
 import time
-from typing import Annotated, cast
 
 from celery import Celery
-from fastapi import Header
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import metrics
+from api import idempotency, metrics
 from api.errors import ApiError
-from shared import keys
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from shared.schemas import GenerationCreate
 from shared.settings import Settings
@@ -41,14 +36,6 @@ def checked_id(generation_id: str) -> str:
     return generation_id
 
 
-IDEMPOTENCY_KEY_MAX = 255
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Retry-safe submission: same key and body, same generation."),
-]
-_PENDING = "pending"
-
-
 async def submit_once(
     body: GenerationCreate,
     store: GenerationStore,
@@ -64,43 +51,32 @@ async def submit_once(
     """
     if idempotency_key is None:
         return await submit_generation(body, store, celery, settings)
-    if not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-        raise ApiError(422, "invalid_request", f"header Idempotency-Key: must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
-    key = keys.idempotency_key(scope, idempotency_key)
-    body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
-    if await store.redis.set(key, f"{body_hash} {_PENDING}", nx=True, ex=settings.retention_s):
-        try:
-            generation_id, created_at = await submit_generation(body, store, celery, settings)
-        except BaseException:
-            await store.redis.delete(key)
-            raise
-        await store.redis.set(key, f"{body_hash} {generation_id}", xx=True, ex=settings.retention_s)
-        return generation_id, created_at
-    for _ in range(50):  # the first request with this key may still be submitting: wait a moment
-        seen = cast(bytes | None, await store.redis.get(key))
-        if seen is None:
-            return await submit_once(body, store, celery, settings, idempotency_key, scope)
-        seen_hash, _, generation_id = seen.decode().partition(" ")
-        if seen_hash != body_hash:
-            raise ApiError(409, "conflict", "this Idempotency-Key was used with a different request body")
-        if generation_id != _PENDING:
-            record = await store.get(generation_id)
-            if record is None:
-                raise ApiError(409, "conflict", "this Idempotency-Key's generation has expired; use a new key")
-            return generation_id, record.created_at
-        await asyncio.sleep(0.05)
-    raise ApiError(409, "conflict", "a request with this Idempotency-Key is still being submitted; retry")
+    generation_id = new_generation_id()
+    digest = idempotency.body_hash(body.model_dump_json().encode())
+    earlier = await idempotency.claim(store.redis, scope, idempotency_key, digest, generation_id, settings.retention_s)
+    if earlier is not None:
+        record = await idempotency.wait_for(lambda: store.get(earlier))
+        return earlier, record.created_at
+    try:
+        return await submit_generation(body, store, celery, settings, generation_id)
+    except BaseException:
+        await idempotency.release(store.redis, scope, idempotency_key)
+        raise
 
 
 async def submit_generation(
-    body: GenerationCreate, store: GenerationStore, celery: Celery, settings: Settings
+    body: GenerationCreate,
+    store: GenerationStore,
+    celery: Celery,
+    settings: Settings,
+    generation_id: str | None = None,
 ) -> tuple[str, float]:
     """Write the generation and queue its task; returns its id and creation time.
 
     Raises:
         ApiError: 503 when the broker cannot take the task (nothing is left behind).
     """
-    generation_id = new_generation_id()
+    generation_id = generation_id or new_generation_id()
     body.model = body.model or settings.default_model
     created_at = time.time()
     await store.create(generation_id, body, created_at, settings.queue_name)

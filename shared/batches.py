@@ -139,7 +139,7 @@ class BatchStore:
             if status is not None and status not in TERMINAL_STATUSES:
                 await self.store.cancel(gid, retention_s)
 
-    async def results(self, batch_id: str, model: str) -> AsyncIterator[bytes]:
+    async def results(self, batch_id: str) -> AsyncIterator[bytes]:
         """One JSONL line per finished generation, in input order (OpenAI's batch output line format)."""
         items = await self.items(batch_id)
         statuses = await self.statuses([gid for _, gid in items])
@@ -151,29 +151,7 @@ class BatchStore:
                 continue
             line: dict[str, Any] = {"id": gid, "custom_id": custom_id, "response": None, "error": None}
             if g.status == "completed":
-                line["response"] = {
-                    "status_code": 200,
-                    "request_id": gid,
-                    "body": {
-                        "id": gid,
-                        "object": "chat.completion",
-                        "created": int(g.created_at),
-                        "model": g.model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": g.finish_reason,
-                                "logprobs": None,
-                                "message": {
-                                    "role": "assistant",
-                                    "content": g.content,
-                                    "reasoning_content": g.reasoning,
-                                },
-                            }
-                        ],
-                        "usage": g.usage,
-                    },
-                }
+                line["response"] = {"status_code": 200, "request_id": gid, "body": g.to_chat_completion()}
             else:
                 error = g.error or {"type": g.status, "message": f"the generation was {g.status}"}
                 line["error"] = {"code": error.get("type"), "message": error.get("message")}

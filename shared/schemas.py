@@ -78,6 +78,18 @@ class GenerationPublic(BaseModel):
     attempt: int
     metadata: dict[str, str] | None = None
 
+    def to_chat_completion(self) -> dict[str, Any]:
+        """The generation as an OpenAI ``chat.completion`` object (the message carries ``reasoning_content``)."""
+        message = {"role": "assistant", "content": self.content, "reasoning_content": self.reasoning}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": int(self.created_at),
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }
+
 
 class GenerationCancel(BaseModel):
     """Answer of ``POST /v1/generations/{id}/cancel``."""

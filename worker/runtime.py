@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI
@@ -48,7 +48,6 @@ class RunningGeneration:
     attempt: int
     stream_task: asyncio.Task[Any] | None = None
     stop_reason: str | None = None
-    started: float = field(default=0.0)
 
     def stop(self, reason: str) -> None:
         """Stop the upstream stream (``cancel``, ``shutdown`` or ``lost``); the first reason wins."""

@@ -9,22 +9,22 @@ so a long batch never holds the slots interactive requests need.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from api import idempotency
 from api.deps import CeleryDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.idempotency import IdempotencyKey
 from api.routes.openai_compat import ChatCompletionRequest
 from api.sse import StreamResponse
-from api.submission import IdempotencyKey, dispatch_many, new_generation_id
-from shared import keys
+from api.submission import dispatch_many, new_generation_id
 from shared.batches import BatchStore
 from shared.schemas import GenerationCreate
 from shared.settings import Settings
@@ -98,28 +98,31 @@ async def create_batch(
         raise ApiError(413, "too_large", "the batch body is too large")
     items = _validate(_lines(raw, request.headers.get("content-type", "")), settings)
     batches = BatchStore(store)
-    idem = keys.idempotency_key("batches", idempotency_key) if idempotency_key else None
-    body_hash = hashlib.sha256(raw).hexdigest()[:32]
     batch_id = "batch_" + secrets.token_urlsafe(16)
-    if idem is not None and not await store.redis.set(
-        idem, f"{body_hash} {batch_id}", nx=True, ex=settings.retention_s
-    ):
-        seen = cast(bytes, await store.redis.get(idem) or b"").decode()
-        seen_hash, _, seen_id = seen.partition(" ")
-        if seen_hash != body_hash:
-            raise ApiError(409, "conflict", "this Idempotency-Key was used with a different batch")
-        for _ in range(100):
-            existing = await batches.get(seen_id)
-            if existing is not None:
-                return JSONResponse(existing.to_dict())
-            await asyncio.sleep(0.05)
-        raise ApiError(409, "conflict", "a batch with this Idempotency-Key is still being created; retry")
-    with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
-    await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None)
-    await dispatch_many(celery, [gid for _, gid, _ in with_ids], settings.batch_queue_name)
+    if idempotency_key is not None:
+        digest = idempotency.body_hash(raw)
+        earlier = await idempotency.claim(
+            store.redis, "batches", idempotency_key, digest, batch_id, settings.retention_s
+        )
+        if earlier is not None:
+            return JSONResponse((await idempotency.wait_for(lambda: batches.get(earlier))).to_dict())
+    try:
+        await _create(batches, batch_id, items, celery, settings)
+    except BaseException:
+        if idempotency_key is not None:
+            await idempotency.release(store.redis, "batches", idempotency_key)
+        raise
     state = await batches.get(batch_id)
     assert state is not None
     return JSONResponse(state.to_dict())
+
+
+async def _create(
+    batches: BatchStore, batch_id: str, items: list[tuple[str, GenerationCreate]], celery: Any, settings: Settings
+) -> None:
+    with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
+    await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None)
+    await dispatch_many(celery, [gid for _, gid, _ in with_ids], settings.batch_queue_name)
 
 
 async def _batch(store: Any, batch_id: str) -> Any:
@@ -139,7 +142,7 @@ async def get_batch(batch_id: BatchId, store: StoreDep) -> JSONResponse:
 async def batch_results(batch_id: BatchId, store: StoreDep) -> StreamingResponse:
     """JSONL, one line per finished request (in input order); lines appear as requests finish."""
     await _batch(store, batch_id)
-    return StreamingResponse(BatchStore(store).results(batch_id, ""), media_type="application/jsonl")
+    return StreamingResponse(BatchStore(store).results(batch_id), media_type="application/jsonl")
 
 
 @router.post("/{batch_id}/cancel")

@@ -11,8 +11,9 @@ from sse_starlette import ServerSentEvent
 
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.idempotency import IdempotencyKey
 from api.sse import StreamResponse
-from api.submission import IdempotencyKey, checked_id, submit_once
+from api.submission import checked_id, submit_once
 from shared.schemas import (
     GenerationAccepted,
     GenerationCancel,

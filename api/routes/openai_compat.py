@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.hub import Hub
+from api.idempotency import IdempotencyKey
 from api.sse import StreamResponse
-from api.submission import IdempotencyKey, submit_once
+from api.submission import submit_once
 from shared.events import parse_sse
 from shared.schemas import GenerationCreate, Message, Text
 
@@ -182,22 +183,7 @@ async def chat_completions(
     if record is None or record.status not in ("completed", "cancelled"):
         error = (record.error if record else None) or {"type": "unavailable", "message": "the generation did not end"}
         raise ApiError(502, str(error.get("type", "failed")), str(error.get("message", "failed")), headers)
-    completion = {
-        "id": generation_id,
-        "object": "chat.completion",
-        "created": int(created_at),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": record.content, "reasoning_content": record.reasoning},
-                "logprobs": None,
-                "finish_reason": record.finish_reason,
-            }
-        ],
-        "usage": record.usage,
-    }
-    return JSONResponse(completion, headers=headers)
+    return JSONResponse(record.to_chat_completion(), headers=headers)
 
 
 @router.get("/models")
