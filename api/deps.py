@@ -8,6 +8,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from api.hub import Hub
+from api.submission import Submitter
 from shared.settings import Settings, get_settings
 from shared.store import GenerationStore
 
@@ -30,7 +31,14 @@ def get_celery(request: Request) -> Celery:
     return celery
 
 
+def get_submitter(request: Request) -> Submitter:
+    """The process's submitter (limits, idempotency, record, task)."""
+    submitter: Submitter = request.app.state.submitter
+    return submitter
+
+
 StoreDep = Annotated[GenerationStore, Depends(get_store)]
 HubDep = Annotated[Hub, Depends(get_hub)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]

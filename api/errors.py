@@ -9,11 +9,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 logger = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a machine-readable ``type`` and a ``message`` naming the problem."""
+
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's body."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    401: "No valid API key (send Authorization: Bearer <key>), or an expired share link",
+    403: "The key may not use this model",
+    404: "No such object (or it expired, or another key owns it)",
+    409: "This Idempotency-Key was used with another body, or its first request is still being processed",
+    413: "The body is larger than the limit",
+    422: "Invalid request; the message names the field",
+    429: "Over the key's rate or concurrency limit; retry after Retry-After seconds",
+    502: "The generation failed (the message says why)",
+    503: "Redis or the task queue is unavailable; retry after Retry-After seconds",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give."""
+    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
 
 
 class ApiError(Exception):

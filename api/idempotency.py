@@ -20,7 +20,12 @@ T = TypeVar("T")
 MAX_LENGTH = 255
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", description="Retry-safe creation: same key and body, same object."),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_LENGTH,
+        description="Retry-safe creation: same key and body, same object.",
+    ),
 ]
 
 

@@ -9,9 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.access import ShareSigner
+from api.auth import KeyRing, announce_access
 from api.errors import install_error_handlers
 from api.hub import Hub
+from api.limits import Admission
+from api.middleware import RequestLimitMiddleware
 from api.routes import batches, generations, health, openai_compat, pages
+from api.submission import Submitter
 from shared.queue import create_celery
 from shared.redis import create_redis
 from shared.settings import get_settings
@@ -38,7 +43,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.hub = hub = Hub(
         settings.redis_url, store, block_ms=settings.hub_block_ms, ring_events=settings.hub_ring_events
     )
-    app.state.celery = create_celery(settings)
+    app.state.celery = celery = create_celery(settings)
+    app.state.keyring = keyring = KeyRing.from_settings(settings)
+    app.state.signer = ShareSigner(store, settings)
+    app.state.submitter = Submitter(store, celery, settings, Admission(redis, settings.retention_s))
+    announce_access(keyring)
     hub.start()
     tune_gc()
     try:
@@ -50,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="reasonq", version="0.1.0", lifespan=lifespan)
 install_error_handlers(app)
+app.add_middleware(RequestLimitMiddleware, settings=get_settings())
 app.include_router(health.router)
 app.include_router(generations.router)
 app.include_router(openai_compat.router)

@@ -12,7 +12,9 @@ from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from api import idempotency, metrics
+from api.auth import Principal
 from api.errors import ApiError
+from api.limits import Admission, check_request
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from shared.schemas import GenerationCreate
 from shared.settings import Settings
@@ -36,65 +38,90 @@ def checked_id(generation_id: str) -> str:
     return generation_id
 
 
-async def submit_once(
-    body: GenerationCreate,
-    store: GenerationStore,
-    celery: Celery,
-    settings: Settings,
-    idempotency_key: str | None,
-    scope: str,
-) -> tuple[str, float]:
-    """``submit_generation`` guarded by an ``Idempotency-Key``: the same key and body within the retention
-    time return the original generation (no second job); the same key with another body is a 409.
+class Submitter:
+    """Creates generations for the routes that do (native, OpenAI-compatible, batches): limits, idempotency,
+    the record, the task.
 
-    The body is compared as validated (so formatting and key order do not matter).
+    Args:
+        store: the generation store.
+        celery: the Celery app tasks are sent with.
+        settings: the process's settings.
+        admission: the per-key rate and concurrency counter.
     """
-    if idempotency_key is None:
-        return await submit_generation(body, store, celery, settings)
-    generation_id = new_generation_id()
-    digest = idempotency.body_hash(body.model_dump_json().encode())
-    earlier = await idempotency.claim(store.redis, scope, idempotency_key, digest, generation_id, settings.retention_s)
-    if earlier is not None:
-        record = await idempotency.wait_for(lambda: store.get(earlier))
-        return earlier, record.created_at
-    try:
-        return await submit_generation(body, store, celery, settings, generation_id)
-    except BaseException:
-        await idempotency.release(store.redis, scope, idempotency_key)
-        raise
 
+    def __init__(self, store: GenerationStore, celery: Celery, settings: Settings, admission: Admission) -> None:
+        self.store = store
+        self.celery = celery
+        self.settings = settings
+        self.admission = admission
 
-async def submit_generation(
-    body: GenerationCreate,
-    store: GenerationStore,
-    celery: Celery,
-    settings: Settings,
-    generation_id: str | None = None,
-) -> tuple[str, float]:
-    """Write the generation and queue its task; returns its id and creation time.
+    async def submit(
+        self, body: GenerationCreate, principal: Principal, idempotency_key: str | None, scope: str
+    ) -> tuple[str, float]:
+        """Check ``body`` against every limit, then create the generation and queue its task; returns its id and
+        creation time. Nothing is written when a check fails.
 
-    Raises:
-        ApiError: 503 when the broker cannot take the task (nothing is left behind).
-    """
-    generation_id = generation_id or new_generation_id()
-    body.model = body.model or settings.default_model
-    created_at = time.time()
-    await store.create(generation_id, body, created_at, settings.queue_name)
-    try:
-        await run_in_threadpool(
-            celery.send_task,
-            GENERATE_TASK,
-            args=[generation_id],
-            queue=settings.queue_name,
-            retry_policy=SEND_RETRY_POLICY,
+        With an ``Idempotency-Key``, the same key and body within the retention time return the original
+        generation (no second job, not counted again); the same key with another body is a 409. The body is
+        compared as validated (so formatting and key order do not matter). Keys are per client key.
+        """
+        check_request(body, self.settings, principal)
+        generation_id = new_generation_id()
+        if idempotency_key is None:
+            return await self._admit_and_create(body, principal, generation_id)
+        store = self.store
+        scope = f"{scope}:{principal.name}"
+        digest = idempotency.body_hash(body.model_dump_json().encode())
+        earlier = await idempotency.claim(
+            store.redis, scope, idempotency_key, digest, generation_id, self.settings.retention_s
         )
-    except (OperationalError, OSError) as e:
-        logger.warning("generation %s: could not queue its task: %s", generation_id, e)
-        await store.delete(generation_id)
-        raise ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}) from e
-    logger.info("generation %s: queued (model %s)", generation_id, body.model)
-    metrics.GENERATIONS_SUBMITTED.labels("single").inc()
-    return generation_id, created_at
+        if earlier is not None:
+            record = await idempotency.wait_for(lambda: store.get(earlier))
+            return earlier, record.created_at
+        try:
+            return await self._admit_and_create(body, principal, generation_id)
+        except BaseException:
+            await idempotency.release(store.redis, scope, idempotency_key)
+            raise
+
+    async def _admit_and_create(
+        self, body: GenerationCreate, principal: Principal, generation_id: str
+    ) -> tuple[str, float]:
+        await self.admission.admit(principal, generation_id, interactive=True)
+        try:
+            return await self._create(body, principal, generation_id)
+        except BaseException:
+            await self.admission.release(principal, generation_id)
+            raise
+
+    async def _create(self, body: GenerationCreate, principal: Principal, generation_id: str) -> tuple[str, float]:
+        """Write the generation and queue its task.
+
+        Raises:
+            ApiError: 503 when the broker cannot take the task (nothing is left behind).
+        """
+        settings = self.settings
+        created_at = time.time()
+        await self.store.create(generation_id, body, created_at, settings.queue_name, principal.name)
+        try:
+            await run_in_threadpool(
+                self.celery.send_task,
+                GENERATE_TASK,
+                args=[generation_id],
+                queue=settings.queue_name,
+                retry_policy=SEND_RETRY_POLICY,
+            )
+        except (OperationalError, OSError) as e:
+            logger.warning("generation %s: could not queue its task: %s", generation_id, e)
+            await self.store.delete(generation_id, principal.name)
+            raise ApiError(
+                503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}
+            ) from e
+        logger.info("generation %s: queued (model %s, key %s)", generation_id, body.model, principal.name)
+        if settings.log_bodies:
+            logger.debug("generation %s: request %s", generation_id, body.model_dump_json())
+        metrics.GENERATIONS_SUBMITTED.labels("single").inc()
+        return generation_id, created_at
 
 
 async def dispatch_many(celery: Celery, generation_ids: list[str], queue: str) -> None:

@@ -13,15 +13,27 @@ from reasonq.logs import configure_logging
 from shared.settings import get_settings
 
 
+def _warn_if_exposed(host: str) -> None:
+    if not get_settings().api_keys.get_secret_value() and host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("reasonq").warning(
+            "OPEN MODE on %s: no REASONQ_API_KEYS, and the API listens beyond this machine. Anyone who can reach "
+            "it can spend the model budget and read every generation. Set REASONQ_API_KEYS.",
+            host,
+        )
+
+
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.protocol import GuardedHttpToolsProtocol
+
+    _warn_if_exposed(args.host)
     uvicorn.run(
         "api.main:app",
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,
         log_level=args.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through reasonq's handler (plain or JSON lines)
         access_log=args.access_log,

@@ -45,6 +45,11 @@ def _base_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("REASONQ_URL") or DEFAULT_URL).rstrip("/")
 
 
+def _headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get("REASONQ_API_KEY", "")
+    return {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+
+
 def _body(messages: list[dict[str, str]] | str, params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
@@ -109,6 +114,7 @@ class Client:
 
     Args:
         base_url: the server (default ``REASONQ_URL``, else http://127.0.0.1:8000).
+        api_key: the client key sent as ``Authorization: Bearer`` (default ``REASONQ_API_KEY``; none in open mode).
         timeout_s: per-request timeout; a stream waits up to ``read_timeout_s`` for the next byte.
         max_reconnects: consecutive failed reconnections before ``stream()`` gives up.
     """
@@ -121,11 +127,14 @@ class Client:
         read_timeout_s: float = 60.0,
         max_reconnects: int = 10,
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
         self.max_reconnects = max_reconnects
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, read=read_timeout_s), headers=headers
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, read=read_timeout_s),
+            headers=_headers(api_key, headers),
         )
 
     def __enter__(self) -> Client:
@@ -211,11 +220,14 @@ class AsyncClient:
         read_timeout_s: float = 60.0,
         max_reconnects: int = 10,
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
         self.max_reconnects = max_reconnects
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, read=read_timeout_s), headers=headers
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, read=read_timeout_s),
+            headers=_headers(api_key, headers),
         )
 
     async def __aenter__(self) -> AsyncClient:

@@ -54,23 +54,34 @@ def run_up(args: argparse.Namespace) -> int:
                 f"reasonq: no REASONQ_MODEL_BASE_URL set: using the built-in SIMULATED model "
                 f"(pid {sim.pid}, port {sim_port}); its output is not from a real model"
             )
-        worker = ManagedProcess("worker", _python_m("worker"), env).start()
+        health_ports = [free_port(), free_port()]
+        worker = ManagedProcess(
+            "worker", _python_m("worker"), env | {"REASONQ_WORKER_HEALTH_PORT": str(health_ports[0])}
+        ).start()
         started.append(worker)
         # Batch generations have their own queue and worker, so a long batch never delays interactive work.
         batch_worker = ManagedProcess(
-            "batch-worker", _python_m("worker", "--queues", settings.batch_queue_name, "--hostname", "batch@%h"), env
+            "batch-worker",
+            _python_m("worker", "--queues", settings.batch_queue_name, "--hostname", "batch@%h"),
+            env | {"REASONQ_WORKER_HEALTH_PORT": str(health_ports[1])},
         ).start()
         started.append(batch_worker)
-        print(f"reasonq: worker (pid {worker.pid}), batch worker (pid {batch_worker.pid})")
+        print(
+            f"reasonq: worker (pid {worker.pid}, health http://127.0.0.1:{health_ports[0]}/healthz), "
+            f"batch worker (pid {batch_worker.pid}, health http://127.0.0.1:{health_ports[1]}/healthz)"
+        )
         api = ManagedProcess("api", _python_m("api", "--host", args.host, "--port", str(args.port)), env).start()
         started.append(api)
         base = f"http://{args.host}:{args.port}"
         wait_until(lambda: http_ok(f"{base}/healthz"), timeout_s=30, what="API", process=api)
         print(f"reasonq: API (pid {api.pid}) on {base}  docs: {base}/docs")
         print("reasonq: try it:")
-        print(f"  curl -s {base}/v1/generations -H 'content-type: application/json' \\")
+        auth = "" if not settings.api_keys.get_secret_value() else " -H 'authorization: Bearer <key>'"
+        if not auth:
+            print("reasonq: OPEN MODE (no REASONQ_API_KEYS): anyone who can reach the API can use it")
+        print(f"  curl -s {base}/v1/generations{auth} -H 'content-type: application/json' \\")
         print('       -d \'{"messages":[{"role":"user","content":"Why is the sky blue?"}]}\'')
-        print(f"  curl -N {base}/v1/generations/<id>/events")
+        print(f"  curl -N {base}/v1/generations/<id>/events{auth}")
         print("reasonq: running; Ctrl-C stops everything", flush=True)
         while not stop.wait(0.2):
             dead = [p for p in started if not p.alive()]

@@ -12,7 +12,7 @@ import orjson
 from shared import keys
 from shared.events import TERMINAL_STATUSES
 from shared.schemas import GenerationCreate
-from shared.store import GenerationStore
+from shared.store import ANONYMOUS, GenerationStore
 
 _CHUNK = 500  # generations written per pipeline
 
@@ -61,19 +61,21 @@ class BatchStore:
         queue: str,
         retention_s: int,
         metadata: dict[str, str] | None,
+        owner: str,
     ) -> float:
         """Write every generation (queued) and the batch; ``items`` are (custom_id, generation_id, request)."""
         created_at = time.time()
         for start in range(0, len(items), _CHUNK):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for _, generation_id, request in items[start : start + _CHUNK]:
-                    self.store.queue_create(pipe, generation_id, request, created_at, queue)
+                    self.store.queue_create(pipe, generation_id, request, created_at, queue, owner)
                 await pipe.execute()
         async with self.redis.pipeline(transaction=True) as pipe:
             record: dict[str, str | bytes] = {
                 "status": "in_progress",
                 "created_at": f"{created_at:.3f}",
                 "total": str(len(items)),
+                "owner": owner,
             }
             if metadata:
                 record["metadata"] = orjson.dumps(metadata)
@@ -84,6 +86,13 @@ class BatchStore:
                 pipe.expire(key, retention_s * 7)  # outlives its generations' queueing; trimmed with them
             await pipe.execute()
         return created_at
+
+    async def owner(self, batch_id: str) -> str | None:
+        """The name of the client key that created the batch, ``None`` when unknown or expired."""
+        status, owner = cast(list[bytes | None], await self.redis.hmget(keys.batch_key(batch_id), ["status", "owner"]))
+        if status is None:
+            return None
+        return owner.decode() if owner else ANONYMOUS
 
     async def items(self, batch_id: str) -> list[tuple[str, str]]:
         """(custom_id, generation_id) per input line, in order."""

@@ -72,9 +72,10 @@ def hub_wake_key(hub_id: str) -> str:
 HUB_WAKE_TTL_S = 3_600
 
 
-def recent_key() -> str:
-    """Sorted set: generation ids scored by creation time, newest ``RECENT_KEPT`` kept (trimmed at each submit)."""
-    return f"{PREFIX}recent"
+def recent_key(owner: str) -> str:
+    """Sorted set: one owner's generation ids scored by creation time, newest ``RECENT_KEPT`` kept (trimmed at
+    each submit). ``owner`` is a client key's name (``anonymous`` in open mode)."""
+    return f"{PREFIX}recent:{owner}"
 
 
 RECENT_KEPT = 1_000
@@ -110,3 +111,26 @@ def workers_key() -> str:
     """Sorted set: worker process ids scored by their last heartbeat (ms). Members older than a minute are
     trimmed by the heartbeat itself."""
     return f"{PREFIX}workers"
+
+
+def key_rate_key(owner: str) -> str:
+    """Sorted set: one client key's creating requests of the last minute (member: the id created, score: ms).
+    Trimmed at each admission; expires a minute after the last one."""
+    return f"{PREFIX}key:{owner}:rate"
+
+
+def key_active_key(owner: str) -> str:
+    """Sorted set: one client key's interactive generations that may still be queued or running (score: ms).
+    Ended ones are pruned at each admission; expires after the retention time without admissions."""
+    return f"{PREFIX}key:{owner}:active"
+
+
+def share_secret_key() -> str:
+    """String: the random secret that signs share links when ``REASONQ_SHARE_SECRET`` is not set. No TTL."""
+    return f"{PREFIX}share-secret"
+
+
+def metrics_key() -> str:
+    """Hash: deployment-wide counters and histogram buckets (tokens, ends by status, time to first token, pickup)
+    that workers add to with their heartbeat and ``GET /metrics`` reads. No TTL."""
+    return f"{PREFIX}metrics"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.events import Status
 
@@ -17,8 +17,30 @@ def _valid_unicode(value: str) -> str:
     return value
 
 
+def _json_number(value: Any) -> Any:
+    # Lax enough for JSON Schema's numbers (3.0 is an integer) but not for true or "3" (a fuzzing finding:
+    # "temperature": true was accepted as 1.0).
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON number")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_valid_unicode)]
+_NUMBER = BeforeValidator(_json_number)
 Role = Literal["system", "developer", "user", "assistant"]
+# Request fields shared by the native and the OpenAI-compatible bodies. The constraints come before the number
+# check in Annotated, so the OpenAPI document states them as minimum/maximum (a fuzzing finding: in the other
+# order they were documented as "ge"/"le", which no client understands).
+ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
+MaxTokens = Annotated[int, Field(ge=1, le=1_000_000), _NUMBER]
+Temperature = Annotated[float, Field(ge=0, le=2), _NUMBER]
+TopP = Annotated[float, Field(ge=0, le=1), _NUMBER]
+ReasoningEffort = Annotated[str, Field(pattern=r"^[a-z_]{1,16}$")]
+Stop = Annotated[Text, Field(min_length=1)] | Annotated[list[Text], Field(min_length=1, max_length=4)]
+Seed = Annotated[int, Field(ge=-(2**53), le=2**53, description="Within ±2^53 (exact in JSON and JavaScript)."), _NUMBER]
+Metadata = Annotated[
+    dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=512)]], Field(max_length=16)
+]
 
 
 class Message(BaseModel):
@@ -35,20 +57,15 @@ class GenerationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    model: ModelName | None = None
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    reasoning_effort: Annotated[str, Field(pattern=r"^[a-z_]{1,16}$")] | None = None
-    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Text], Field(min_length=1, max_length=4)] | None = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    metadata: (
-        Annotated[
-            dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=512)]], Field(max_length=16)
-        ]
-        | None
-    ) = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    stop: Stop | None = None
+    seed: Seed | None = None
+    metadata: Metadata | None = None
 
 
 class GenerationAccepted(BaseModel):
@@ -121,3 +138,22 @@ class GenerationViewers(BaseModel):
 
     id: str
     viewers: int
+
+
+class ShareCreate(BaseModel):
+    """Body of ``POST /v1/generations/{id}/share`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: Annotated[int, Field(ge=1, le=30 * 86_400, description="Lifetime in seconds."), _NUMBER] | None = None
+
+
+class GenerationShare(BaseModel):
+    """Answer of ``POST /v1/generations/{id}/share``: a read-only link to one generation."""
+
+    id: str
+    token: str
+    expires_at: int
+    page_url: str
+    url: str
+    events_url: str

@@ -71,6 +71,42 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(64, gt=0, description="Redis connection pool size per process.")
 
     log_json: bool = Field(False, description="Log one JSON object per line (with generation_id when about one).")
+    log_bodies: bool = Field(
+        False, description="Debug only: log request bodies (prompts). Off by default; keys are never logged."
+    )
+
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Client keys, comma-separated ``name:secret`` or ``name:sha256:<hex>``. Empty: open (local) mode.",
+    )
+    key_limits: str = Field(
+        "", description='Per-key limits as JSON, e.g. ``{"alice": {"rpm": 60, "concurrent": 4}}`` (overrides limit_*).'
+    )
+    limit_rpm: int = Field(0, ge=0, description="Default per key: creating requests per minute (0 = no limit).")
+    limit_concurrent: int = Field(
+        0, ge=0, description="Default per key: interactive generations queued or running at once (0 = no limit)."
+    )
+    limit_max_tokens: int = Field(0, ge=0, description="Default per key: highest max_tokens (0 = no cap).")
+    limit_models: str = Field("", description="Default per key: comma-separated models allowed (empty = any).")
+    share_secret: SecretStr = Field(
+        SecretStr(""), description="Signs share links; empty: a random secret kept in Redis, shared by API processes."
+    )
+    share_ttl_s: int = Field(86_400, gt=0, description="Default lifetime of a share link.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body (413 above it).")
+    max_batch_body_bytes: int = Field(104_857_600, gt=0, description="Largest POST /v1/batches body (413 above it).")
+    max_messages: int = Field(256, gt=0, description="Most messages in one chat request.")
+    max_prompt_chars: int = Field(400_000, gt=0, description="Most characters over all messages of one request.")
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, description="A request's headers, and then its body, must arrive within this (slow clients)."
+    )
+    max_json_depth: int = Field(32, gt=0, description="Deepest nesting of a JSON request body.")
+    metrics_require_key: bool = Field(
+        False, description="With api_keys set, GET /metrics asks for a key too (health endpoints never do)."
+    )
+    worker_health_host: str = Field("127.0.0.1", description="Address a worker's health endpoint binds to.")
+    worker_health_port: int = Field(
+        0, ge=0, le=65_535, description="Port of a worker process's /healthz and /metrics (0 = not served)."
+    )
 
     sim_tokens_per_s: float = Field(40.0, ge=0, description="Simulator token rate; 0 means as fast as possible.")
 

@@ -17,9 +17,20 @@ from redis.commands.core import AsyncScript
 
 from shared import keys
 from shared.batching import ScriptBatcher
-from shared.events import DATA_FIELD, TYPE_FIELD, DoneEvent, StatusEvent, StoredEvent, encode_event, parse_entry
+from shared.events import (
+    DATA_FIELD,
+    TERMINAL_STATUSES,
+    TYPE_FIELD,
+    DoneEvent,
+    StatusEvent,
+    StoredEvent,
+    encode_event,
+    parse_entry,
+)
 from shared.schemas import GenerationCreate, GenerationPublic
 
+# The owner of everything created in open mode (no client keys), and of records from before keys existed.
+ANONYMOUS = "anonymous"
 # What XRANGE/XREVRANGE answer with decode_responses=False.
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 # (type, data, text): text is what a reasoning/content event adds to the record's running text, else "".
@@ -52,6 +63,7 @@ class ClaimTarget:
     losses: int = 0
     seq: int = 0
     queue: str = ""
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +98,20 @@ class GenerationStore:
             return await self._batcher.call(script, script_keys, args)
         return await script(keys=script_keys, args=args)
 
-    async def create(self, generation_id: str, request: GenerationCreate, created_at: float, queue: str) -> None:
+    async def create(
+        self, generation_id: str, request: GenerationCreate, created_at: float, queue: str, owner: str
+    ) -> None:
         """Write a new queued generation and its first event (``status queued``, id 1) in one transaction.
 
         ``queue`` is the Celery queue its task goes to; recovery dispatches it to the same queue again.
+        ``owner`` is the name of the client key that created it (only that key can read it).
         """
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.queue_create(pipe, generation_id, request, created_at, queue)
+            self.queue_create(pipe, generation_id, request, created_at, queue, owner)
             await pipe.execute()
 
     def queue_create(
-        self, pipe: Any, generation_id: str, request: GenerationCreate, created_at: float, queue: str
+        self, pipe: Any, generation_id: str, request: GenerationCreate, created_at: float, queue: str, owner: str
     ) -> None:
         """Add the commands that create one generation to ``pipe`` (to write many in one round trip)."""
         event_type, data = encode_event(StatusEvent(status="queued", attempt=0))
@@ -108,6 +123,7 @@ class GenerationStore:
             "attempt": "0",
             "seq": "1",
             "queue": queue,
+            "owner": owner,
             "request": request.model_dump_json(exclude_none=True),
             "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
         }
@@ -116,19 +132,42 @@ class GenerationStore:
         pipe.hset(keys.record_key(generation_id), mapping=record)
         pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
         pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
-        pipe.zadd(keys.recent_key(), {generation_id: created_at})
-        pipe.zremrangebyrank(keys.recent_key(), 0, -keys.RECENT_KEPT - 1)
+        pipe.zadd(keys.recent_key(owner), {generation_id: created_at})
+        pipe.zremrangebyrank(keys.recent_key(owner), 0, -keys.RECENT_KEPT - 1)
 
-    async def delete(self, generation_id: str) -> None:
+    async def delete(self, generation_id: str, owner: str) -> None:
         """Remove every key of a generation (used when its task could not be queued)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*keys.generation_keys(generation_id))
             pipe.zrem(keys.queued_key(), generation_id)
+            pipe.zrem(keys.recent_key(owner), generation_id)
             await pipe.execute()
 
     async def exists(self, generation_id: str) -> bool:
         """Whether the generation is known (and not expired)."""
         return bool(await self.redis.exists(keys.record_key(generation_id)))
+
+    async def access_of(self, generation_id: str) -> tuple[str, int] | None:
+        """``(owner, share_epoch)`` of a generation, ``None`` when unknown or expired."""
+        status, owner, epoch = cast(
+            list[bytes | None],
+            await self.redis.hmget(keys.record_key(generation_id), ["status", "owner", "share_epoch"]),
+        )
+        if status is None:
+            return None
+        # Generations created before keys existed belong to the open mode's principal.
+        return (owner.decode() if owner else ANONYMOUS), int(epoch or 0)
+
+    async def last_seq(self, generation_id: str) -> tuple[int, bool]:
+        """The id of the generation's newest event (0 when unknown), and whether it has ended."""
+        seq, status = cast(
+            list[bytes | None], await self.redis.hmget(keys.record_key(generation_id), ["seq", "status"])
+        )
+        return int(seq or 0), (status or b"").decode() in TERMINAL_STATUSES
+
+    async def revoke_shares(self, generation_id: str) -> None:
+        """Invalidate every share link of a generation issued so far."""
+        await self.redis.hincrby(keys.record_key(generation_id), "share_epoch", 1)
 
     async def get(self, generation_id: str) -> GenerationPublic | None:
         """The generation as the API shows it, or ``None`` when unknown or expired."""
@@ -157,9 +196,9 @@ class GenerationStore:
             metadata=_json(record.get(b"metadata")),
         )
 
-    async def list_recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest generations still readable: id, status, model, created_at, preview."""
-        ids = cast(list[bytes], await self.redis.zrevrange(keys.recent_key(), 0, limit - 1))
+    async def list_recent(self, owner: str, limit: int) -> list[dict[str, Any]]:
+        """One owner's newest generations still readable: id, status, model, created_at, preview."""
+        ids = cast(list[bytes], await self.redis.zrevrange(keys.recent_key(owner), 0, limit - 1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for gid in ids:
                 pipe.hmget(keys.record_key(gid.decode()), ["status", "model", "created_at", "preview"])
@@ -240,8 +279,19 @@ class GenerationStore:
 
     async def load_claim_target(self, generation_id: str) -> ClaimTarget | None:
         """Status, attempt and request of a generation, ``None`` if it does not exist."""
-        fields = ["status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "seq", "queue"]
-        status, attempt, request, reason, cancel, started_at, losses, seq, queue = cast(
+        fields = [
+            "status",
+            "attempt",
+            "request",
+            "restart_reason",
+            "cancel",
+            "started_at",
+            "losses",
+            "seq",
+            "queue",
+            "created_at",
+        ]
+        status, attempt, request, reason, cancel, started_at, losses, seq, queue, created_at = cast(
             list[bytes | None], await self.redis.hmget(keys.record_key(generation_id), fields)
         )
         if status is None or request is None:
@@ -256,6 +306,7 @@ class GenerationStore:
             losses=int(losses or 0),
             seq=int(seq or 0),
             queue=_text(queue) or "",
+            created_at=float(created_at or 0),
         )
 
     async def queues_of(self, generation_ids: list[str]) -> dict[str, str]:
@@ -391,4 +442,6 @@ class GenerationStore:
         outcome = reply[0].decode()
         if outcome == "requested":
             await self.redis.publish(keys.cancel_channel(), generation_id)
+        elif outcome == "cancelled":  # a queued one ends here, not in a worker: count its end here too
+            await self.redis.hincrbyfloat(keys.metrics_key(), "ended:cancelled", 1)
         return outcome, reply[1].decode() if len(reply) > 1 else ""

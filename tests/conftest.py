@@ -178,3 +178,34 @@ def cluster(stack_env: dict[str, str], logs_dir: Path, request: pytest.FixtureRe
     yield make
     for c in made:
         c.stop()
+
+
+# Client keys of the ``keyed`` deployment (bob's is configured by its SHA-256 only).
+ALICE = "alice-secret-0123456789"
+BOB = "bob-secret-0123456789abc"
+CAROL = "carol-secret-0123456789"
+DAVE = "dave-secret-0123456789ab"
+KEY_LIMITS = {
+    "carol": {"rpm": 3, "max_tokens": 500, "models": ["reasonq-sim"]},
+    "dave": {"concurrent": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def keyed(stack_env: dict[str, str], logs_dir: Path) -> Iterator[Cluster]:
+    """An API and a worker with REASONQ_API_KEYS set (alice, bob, carol and dave; carol and dave limited)."""
+    import hashlib
+
+    import orjson
+
+    bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
+    env = {
+        **stack_env,
+        "REASONQ_API_KEYS": f"alice:{ALICE}, bob:sha256:{bob_digest}, carol:{CAROL}, dave:{DAVE}",
+        "REASONQ_KEY_LIMITS": orjson.dumps(KEY_LIMITS).decode(),
+    }
+    c = Cluster(env, logs_dir, "keyed")
+    c.start_api()
+    c.add_worker()
+    yield c
+    c.stop()

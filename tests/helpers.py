@@ -44,9 +44,12 @@ def read_events(
     last_event_id: int | None = None,
     limit: int | None = None,
     timeout_s: float = 60,
+    token: str | None = None,
 ) -> list[Ev]:
     """Read events over SSE until ``done`` (or ``limit`` events, then drop the connection)."""
-    params = {"after": after} if after is not None else {}
+    params: dict[str, Any] = {"after": after} if after is not None else {}
+    if token is not None:
+        params["token"] = token
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     out: list[Ev] = []
     with connect_sse(

@@ -40,3 +40,15 @@ def test_restart_policies_and_persistent_redis() -> None:
         env = services[name]["environment"]
         assert env["REASONQ_REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_open_mode_is_published_on_loopback_and_workers_have_health() -> None:
+    services = _compose()["services"]
+    assert services["api"]["ports"] == ["${REASONQ_PUBLISH_HOST:-127.0.0.1}:8000:8000"]
+    assert services["api"]["environment"]["REASONQ_API_KEYS"] == "${REASONQ_API_KEYS:-}"
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    for name in ("worker", "batch-worker"):
+        env = services[name]["environment"]
+        assert env["REASONQ_WORKER_HEALTH_PORT"] == "8002"
+        assert env["REASONQ_REDIS_URL"] == "redis://redis:6379/0"  # the shared environment, merged
+        assert "8002/healthz" in " ".join(services[name]["healthcheck"]["test"])

@@ -9,6 +9,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
 from shared.settings import get_settings
+from worker.health import serve_health_forever
 from worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
 from worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
 
@@ -35,6 +36,10 @@ def create_runtime() -> WorkerRuntime:
     """This process's runtime with its background loops (heartbeat, recovery sweep, cancel listener)."""
     runtime = WorkerRuntime(settings, _dispatch, _queue_depth)
     runtime.start_background(renew_leases_forever(runtime), sweep_forever(runtime), listen_for_cancels_forever(runtime))
+    if settings.worker_health_port:
+        runtime.start_background(
+            serve_health_forever(runtime, settings.worker_health_host, settings.worker_health_port)
+        )
     return runtime
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.errors import FencedError, ModelError
 from shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
+from shared.stats import Stats
 from shared.store import ClaimTarget
 from worker.model import StreamLimits, build_params, stream_completion
 from worker.runtime import RunningGeneration, WorkerRuntime
@@ -36,11 +37,13 @@ class _Attempt:
 class _Counter:
     """Counts deltas on their way to the writer (for usage so far when a stream is cut short)."""
 
-    def __init__(self, writer: EventWriter, drop_reasoning: bool) -> None:
+    def __init__(self, writer: EventWriter, drop_reasoning: bool, stats: Stats, created_at: float | None) -> None:
         self.writer = writer
         self.drop_reasoning = drop_reasoning
         self.reasoning = 0
         self.content = 0
+        self._stats = stats
+        self._created_at = created_at  # set while this generation's first token is still to come
 
     def __call__(self, kind: str, text: str) -> None:
         if kind == "reasoning":
@@ -49,6 +52,10 @@ class _Counter:
             self.reasoning += 1
         else:
             self.content += 1
+        if self._created_at is not None:
+            self._stats.observe("ttft", time.time() - self._created_at)
+            self._created_at = None
+        self._stats.tokens(1)
         self.writer.add(kind, text)
 
     @property
@@ -121,6 +128,13 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     A redelivered or duplicate task is a no-op: the claim is a compare-and-set on the attempt number and is
     refused while another worker holds a live lease or once the generation has ended.
     """
+    outcome = await _run_generation(runtime, generation_id)
+    if outcome in TERMINAL_STATUSES:
+        runtime.stats.ended(outcome)
+    return outcome
+
+
+async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     store = runtime.store
     settings = runtime.settings
     target = await store.load_claim_target(generation_id)
@@ -136,6 +150,8 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     if isinstance(attempt, str):
         logger.info("generation %s: not claimed (%s)", generation_id, attempt)
         return attempt.split()[0]
+    if attempt.number == 1:
+        runtime.stats.observe("pickup", time.time() - target.created_at)
     writer = _new_writer(runtime, generation_id, attempt)
     if target.cancel_requested:
         await writer.finish("cancelled", finish_reason="cancelled", retention_s=settings.retention_s)
@@ -182,7 +198,13 @@ async def _stream_attempts(
     model = target.request.model or settings.default_model
     retries = 0
     while True:
-        counter = _Counter(writer, drop_reasoning=attempt.continue_content is not None)
+        counter = _Counter(
+            writer,
+            drop_reasoning=attempt.continue_content is not None,
+            stats=runtime.stats,
+            # Time to first token is the generation's: only attempt 1 (retries before any token included).
+            created_at=target.created_at if attempt.number == 1 else None,
+        )
         params = build_params(target.request, model, attempt.continue_content)
         running.stream_task = asyncio.create_task(
             stream_completion(runtime.model_client, params, counter, runtime.secrets, limits)

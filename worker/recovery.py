@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
@@ -19,18 +20,24 @@ logger = logging.getLogger(__name__)
 
 
 async def renew_leases_forever(runtime: WorkerRuntime) -> None:
-    """Every third of the lease TTL, extend the leases of this process's generations in one script call.
+    """Every third of the lease TTL, extend the leases of this process's generations in one script call, and add
+    the process's observations to the deployment's metrics.
 
     A generation this worker no longer owns is stopped (it stops billing the provider); one whose cancel was
     requested is cancelled (a backstop for a missed cancel message).
     """
     interval_s = runtime.settings.lease_ttl_s / 3
+    first = True
     while True:
-        await asyncio.sleep(interval_s)
+        if not first:  # the first beat goes at once, so readiness checks see a new worker without waiting
+            await asyncio.sleep(interval_s)
+        first = False
         leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
         try:
             await runtime.store.beat(runtime.worker_id, len(leases))
             lost, cancel = await runtime.store.renew_leases(leases, runtime.lease_ttl_ms)
+            runtime.last_beat_at = time.monotonic()
+            await runtime.stats.flush(runtime.redis)
         except (RedisError, OSError) as e:
             logger.warning("lease heartbeat failed for %d generations: %s", len(leases), e)
             continue

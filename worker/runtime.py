@@ -25,6 +25,7 @@ from shared.batching import ScriptBatcher
 from shared.errors import ConfigurationError
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
+from shared.stats import Stats
 from shared.store import GenerationStore
 from worker.model import create_model_client
 
@@ -83,6 +84,8 @@ class WorkerRuntime:
         self.running: dict[str, RunningGeneration] = {}
         self.secrets = [settings.model_api_key.get_secret_value()]
         self.shutting_down = False
+        self.stats = Stats()
+        self.last_beat_at: float | None = None  # monotonic time of the last heartbeat Redis took
         self._dispatch = dispatch
         self._queue_depth = queue_depth
         self._loop = _new_loop()

@@ -14,14 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from api import idempotency
-from api.deps import CeleryDep, SettingsDep, StoreDep
-from api.errors import ApiError
+from api.auth import Principal, PrincipalDep
+from api.deps import CeleryDep, SettingsDep, StoreDep, SubmitterDep
+from api.errors import ApiError, error_responses
 from api.idempotency import IdempotencyKey
+from api.limits import check_request
 from api.routes.openai_compat import ChatCompletionRequest
 from api.sse import StreamResponse
 from api.submission import dispatch_many, new_generation_id
@@ -31,7 +33,6 @@ from shared.settings import Settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9_-]{22}$", description="The batch id.")]
-_MAX_BODY_BYTES = 200 * 1024 * 1024
 
 
 def _lines(raw: bytes, content_type: str) -> list[Any]:
@@ -55,7 +56,7 @@ def _lines(raw: bytes, content_type: str) -> list[Any]:
     return out
 
 
-def _validate(lines: list[Any], settings: Settings) -> list[tuple[str, GenerationCreate]]:
+def _validate(lines: list[Any], settings: Settings, principal: Principal) -> list[tuple[str, GenerationCreate]]:
     if not lines:
         raise ApiError(422, "invalid_request", "body: the batch has no lines")
     if len(lines) > settings.batch_max_lines:
@@ -83,34 +84,70 @@ def _validate(lines: list[Any], settings: Settings) -> list[tuple[str, Generatio
         if request.stream:
             raise ApiError(422, "invalid_request", f"{where}: body.stream: batch lines cannot stream")
         generation = request.to_generation()
-        generation.model = generation.model or settings.default_model
+        check_request(generation, settings, principal, where)
         out.append((custom_id, generation))
     return out
 
 
-@router.post("", status_code=200)
+_BATCH_LINE_SCHEMA = {
+    "type": "object",
+    "required": ["custom_id", "body"],
+    "properties": {
+        "custom_id": {"type": "string", "minLength": 1, "maxLength": 512},
+        "method": {"type": "string", "enum": ["POST"]},
+        "url": {"type": "string", "enum": ["/v1/chat/completions"]},
+        "body": {"$ref": "#/components/schemas/ChatCompletionRequest"},
+    },
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/jsonl": {"schema": {"type": "string", "description": "One batch line (JSON) per line"}},
+            "application/json": {"schema": {"type": "array", "minItems": 1, "items": _BATCH_LINE_SCHEMA}},
+        },
+    }
+}
+
+
+@router.post(
+    "", status_code=200, responses=error_responses(401, 403, 409, 413, 422, 429, 503), openapi_extra=_BATCH_BODY
+)
 async def create_batch(
-    request: Request, store: StoreDep, celery: CeleryDep, settings: SettingsDep, idempotency_key: IdempotencyKey = None
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    submitter: SubmitterDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Validate every line, then create one generation per line on the batch queue."""
+    """Validate every line, then create one generation per line on the batch queue.
+
+    A batch counts as one request against the key's per-minute limit; its generations run on the batch queue's
+    own workers and do not count against the key's concurrency limit.
+    """
     raw = await request.body()
-    if len(raw) > _MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", "the batch body is too large")
-    items = _validate(_lines(raw, request.headers.get("content-type", "")), settings)
+    items = _validate(_lines(raw, request.headers.get("content-type", "")), settings, principal)
     batches = BatchStore(store)
     batch_id = "batch_" + secrets.token_urlsafe(16)
+    scope = f"batches:{principal.name}"
     if idempotency_key is not None:
         digest = idempotency.body_hash(raw)
-        earlier = await idempotency.claim(
-            store.redis, "batches", idempotency_key, digest, batch_id, settings.retention_s
-        )
+        earlier = await idempotency.claim(store.redis, scope, idempotency_key, digest, batch_id, settings.retention_s)
         if earlier is not None:
             return JSONResponse((await idempotency.wait_for(lambda: batches.get(earlier))).to_dict())
+    admission = submitter.admission
     try:
-        await _create(batches, batch_id, items, celery, settings)
+        await admission.admit(principal, batch_id, interactive=False)
+        try:
+            await _create(batches, batch_id, items, celery, settings, principal.name)
+        except BaseException:
+            await admission.release(principal, batch_id)
+            raise
     except BaseException:
         if idempotency_key is not None:
-            await idempotency.release(store.redis, "batches", idempotency_key)
+            await idempotency.release(store.redis, scope, idempotency_key)
         raise
     state = await batches.get(batch_id)
     assert state is not None
@@ -118,45 +155,60 @@ async def create_batch(
 
 
 async def _create(
-    batches: BatchStore, batch_id: str, items: list[tuple[str, GenerationCreate]], celery: Any, settings: Settings
+    batches: BatchStore,
+    batch_id: str,
+    items: list[tuple[str, GenerationCreate]],
+    celery: Any,
+    settings: Settings,
+    owner: str,
 ) -> None:
     with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
-    await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None)
+    await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None, owner)
     await dispatch_many(celery, [gid for _, gid, _ in with_ids], settings.batch_queue_name)
+
+
+_NO_BATCH = ApiError(404, "not_found", "no batch with this id")
 
 
 async def _batch(store: Any, batch_id: str) -> Any:
     state = await BatchStore(store).get(batch_id)
     if state is None:
-        raise ApiError(404, "not_found", "no batch with this id")
+        raise _NO_BATCH
     return state
 
 
-@router.get("/{batch_id}")
-async def get_batch(batch_id: BatchId, store: StoreDep) -> JSONResponse:
+async def owned_batch(batch_id: BatchId, store: StoreDep, principal: PrincipalDep) -> str:
+    """The id of a batch the caller's key created; any other key gets the 404 an unknown id gets."""
+    if await BatchStore(store).owner(batch_id) != principal.name:
+        raise _NO_BATCH
+    return batch_id
+
+
+OwnedBatchId = Annotated[str, Depends(owned_batch)]
+
+
+@router.get("/{batch_id}", responses=error_responses(401, 404, 422, 503))
+async def get_batch(batch_id: OwnedBatchId, store: StoreDep) -> JSONResponse:
     """The batch, with request counts as of now."""
     return JSONResponse((await _batch(store, batch_id)).to_dict())
 
 
-@router.get("/{batch_id}/results")
-async def batch_results(batch_id: BatchId, store: StoreDep) -> StreamingResponse:
+@router.get("/{batch_id}/results", responses=error_responses(401, 404, 422, 503))
+async def batch_results(batch_id: OwnedBatchId, store: StoreDep) -> StreamingResponse:
     """JSONL, one line per finished request (in input order); lines appear as requests finish."""
-    await _batch(store, batch_id)
     return StreamingResponse(BatchStore(store).results(batch_id), media_type="application/jsonl")
 
 
-@router.post("/{batch_id}/cancel")
-async def cancel_batch(batch_id: BatchId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+@router.post("/{batch_id}/cancel", responses=error_responses(401, 404, 422, 503))
+async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     """Cancel every request of the batch that has not finished."""
-    await _batch(store, batch_id)
     await BatchStore(store).cancel(batch_id, settings.retention_s)
     return JSONResponse((await _batch(store, batch_id)).to_dict())
 
 
-@router.get("/{batch_id}/events")
-async def batch_events(batch_id: BatchId, store: StoreDep) -> StreamResponse:
+@router.get("/{batch_id}/events", responses=error_responses(401, 404, 422, 503))
+async def batch_events(batch_id: OwnedBatchId, store: StoreDep) -> StreamResponse:
     """SSE: a ``progress`` event whenever the counts change, then ``done`` with the final batch."""
-    await _batch(store, batch_id)
 
     async def progress() -> AsyncIterator[bytes]:
         last = None

@@ -3,50 +3,55 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+import time
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
-from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
-from api.errors import ApiError
+from api.access import NOT_FOUND, OwnedId, ReadableId, SignerDep
+from api.auth import PrincipalDep
+from api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
+from api.errors import ApiError, error_responses
 from api.idempotency import IdempotencyKey
 from api.sse import StreamResponse
-from api.submission import checked_id, submit_once
 from shared.schemas import (
     GenerationAccepted,
     GenerationCancel,
     GenerationCreate,
     GenerationList,
     GenerationPublic,
+    GenerationShare,
     GenerationSummary,
     GenerationViewers,
+    ShareCreate,
 )
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such generation (or it expired)"}}
+_ERRORS = error_responses(401, 404, 422, 503)
 
 
-GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
-
-
-@router.post("", status_code=202, response_model=GenerationAccepted)
+@router.post(
+    "",
+    status_code=202,
+    response_model=GenerationAccepted,
+    responses=error_responses(401, 403, 409, 413, 422, 429, 503),
+)
 async def create_generation(
     body: GenerationCreate,
     response: Response,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    principal: PrincipalDep,
+    submitter: SubmitterDep,
     idempotency_key: IdempotencyKey = None,
 ) -> GenerationAccepted:
     """Queue a generation and answer at once with its id and URLs.
 
     With an ``Idempotency-Key`` header, retrying the same request returns the original generation.
     """
-    generation_id, created_at = await submit_once(body, store, celery, settings, idempotency_key, "generations")
+    generation_id, created_at = await submitter.submit(body, principal, idempotency_key, "generations")
     url = f"/v1/generations/{generation_id}"
     response.headers["Location"] = url
     return GenerationAccepted(
@@ -54,29 +59,63 @@ async def create_generation(
     )
 
 
-@router.get("", response_model=GenerationList)
+@router.get("", response_model=GenerationList, responses=error_responses(401, 422, 503))
 async def list_generations(
-    store: StoreDep, limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first.")] = 20
+    store: StoreDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first.")] = 20,
 ) -> GenerationList:
-    """The most recent generations (newest first) that are still readable."""
-    return GenerationList(data=[GenerationSummary(**row) for row in await store.list_recent(limit)])
+    """The caller's most recent generations (newest first) that are still readable."""
+    return GenerationList(data=[GenerationSummary(**row) for row in await store.list_recent(principal.name, limit)])
 
 
 @router.get("/{generation_id}/viewers", response_model=GenerationViewers, responses=_ERRORS)
-async def count_viewers(generation_id: GenerationId, store: StoreDep) -> GenerationViewers:
+async def count_viewers(generation_id: ReadableId, store: StoreDep) -> GenerationViewers:
     """How many viewers watch this generation right now, across every API process."""
-    if not await store.exists(checked_id(generation_id)):
-        raise ApiError(404, "not_found", "no generation with this id")
     return GenerationViewers(id=generation_id, viewers=await store.count_viewers(generation_id))
 
 
 @router.get("/{generation_id}", response_model=GenerationPublic, responses=_ERRORS)
-async def get_generation(generation_id: GenerationId, store: StoreDep) -> GenerationPublic:
-    """The generation's state and its text so far."""
-    generation = await store.get(checked_id(generation_id))
+async def get_generation(generation_id: ReadableId, store: StoreDep) -> GenerationPublic:
+    """The generation's state and its text so far (with its owner's key, or a share link as ``?token=``)."""
+    generation = await store.get(generation_id)
     if generation is None:
-        raise ApiError(404, "not_found", "no generation with this id")
+        raise NOT_FOUND
     return generation
+
+
+@router.post("/{generation_id}/share", response_model=GenerationShare, responses=_ERRORS)
+async def share_generation(
+    generation_id: OwnedId,
+    store: StoreDep,
+    signer: SignerDep,
+    settings: SettingsDep,
+    body: ShareCreate | None = None,
+) -> GenerationShare:
+    """A read-only link to this one generation (its record, events, viewer count and viewer page), valid for
+    ``ttl_s`` seconds or until the owner revokes its links."""
+    ttl_s = body.ttl_s if body is not None and body.ttl_s is not None else settings.share_ttl_s
+    access = await store.access_of(generation_id)
+    if access is None:
+        raise NOT_FOUND
+    expires_at = int(time.time()) + ttl_s
+    token = await signer.sign(generation_id, expires_at, access[1])
+    url = f"/v1/generations/{generation_id}"
+    return GenerationShare(
+        id=generation_id,
+        token=token,
+        expires_at=expires_at,
+        page_url=f"/g/{generation_id}?token={token}",
+        url=f"{url}?token={token}",
+        events_url=f"{url}/events?token={token}",
+    )
+
+
+@router.delete("/{generation_id}/share", status_code=204, responses=_ERRORS)
+async def revoke_shares(generation_id: OwnedId, store: StoreDep) -> Response:
+    """Revoke every share link of this generation made so far."""
+    await store.revoke_shares(generation_id)
+    return Response(status_code=204)
 
 
 @router.post(
@@ -84,15 +123,15 @@ async def get_generation(generation_id: GenerationId, store: StoreDep) -> Genera
     response_model=GenerationCancel,
     responses={**_ERRORS, 202: {"model": GenerationCancel, "description": "Cancel requested; stopping"}},
 )
-async def cancel_generation(generation_id: GenerationId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
     """Cancel a generation (idempotent).
 
     Queued: it ends ``cancelled`` now and never starts (200). Running: its worker stops the upstream stream
     and ends it ``cancelled`` with the text so far (202; the ``done`` event follows). Ended: nothing changes (200).
     """
-    outcome, status = await store.cancel(checked_id(generation_id), settings.retention_s)
+    outcome, status = await store.cancel(generation_id, settings.retention_s)
     if outcome == "missing":
-        raise ApiError(404, "not_found", "no generation with this id")
+        raise NOT_FOUND
     if outcome == "requested":
         body = GenerationCancel(id=generation_id, status="running", cancel_requested=True)
         logger.info("generation %s: cancel requested", generation_id)
@@ -121,18 +160,25 @@ def _ping() -> ServerSentEvent:
     responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
 )
 async def stream_events(
-    generation_id: GenerationId,
+    generation_id: ReadableId,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
     after: Annotated[int | None, Query(ge=0, le=10**18, description="Replay events strictly after this id.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamResponse:
-    """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``."""
-    generation_id = checked_id(generation_id)
+    """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``.
+
+    With its owner's key, or a share link as ``?token=`` (``EventSource`` cannot send headers)."""
     cursor = _resume_point(after, last_event_id)
-    if not await store.exists(generation_id):
-        raise ApiError(404, "not_found", "no generation with this id")
+    if cursor > 0:
+        # Past the end of a running generation the stream waits for the events to come; past the end of an
+        # ended one it would only ever be empty (and EventSource would reconnect forever): say so instead.
+        last, ended = await store.last_seq(generation_id)
+        if ended and cursor > last:
+            raise ApiError(
+                422, "invalid_request", f"resume point {cursor} is past this ended generation's last event ({last})"
+            )
     return StreamResponse(
         hub.follow(generation_id, cursor),
         ping=settings.sse_ping_s,

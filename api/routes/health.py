@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
+from api.auth import UNAUTHORIZED, authenticate, get_keyring
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
+from api.errors import error_responses
+from shared.stats import read_stats
 
 router = APIRouter(tags=["health"])
 LIVE_WORKER_MS = 30_000
@@ -33,7 +36,7 @@ def _broker_ok(celery: Any) -> bool:
         return False
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Not ready: the checks say which part is missing"}})
 async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
     """Ready to take work: Redis and the broker answer, and at least one worker beat in the last 30 s."""
     checks: dict[str, Any] = {}
@@ -47,15 +50,27 @@ async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
 
 
-@router.get("/metrics")
-async def prometheus_metrics(store: StoreDep, hub: HubDep, settings: SettingsDep) -> Response:
-    """Prometheus text format."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text format"},
+        **error_responses(401),
+        503: {"description": "Redis is unavailable"},
+    },
+)
+async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, settings: SettingsDep) -> Response:
+    """Prometheus text format. No ids, prompts or key names appear in it; with ``REASONQ_METRICS_REQUIRE_KEY``
+    (and keys configured) it asks for a key like the API does."""
+    if settings.metrics_require_key and not get_keyring(request).open and authenticate(request) is None:
+        raise UNAUTHORIZED
     metrics.VIEWERS.set(hub.total_watching)
     try:
         counts = await store.counts()
         for state, n in counts.items():
             metrics.GENERATIONS.labels(state).set(n)
         metrics.WORKERS.set(await store.live_workers(LIVE_WORKER_MS))
+        metrics.DEPLOYMENT.snapshot = await read_stats(store.redis)
         if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
             for queue in (settings.queue_name, settings.batch_queue_name):
                 metrics.QUEUE_DEPTH.labels(queue).set(await store.redis.llen(queue))

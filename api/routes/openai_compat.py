@@ -10,21 +10,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
-from api.errors import ApiError
+from api.auth import PrincipalDep
+from api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
+from api.errors import ApiError, error_responses
 from api.hub import Hub
 from api.idempotency import IdempotencyKey
 from api.sse import StreamResponse
-from api.submission import submit_once
 from shared.events import parse_sse
-from shared.schemas import GenerationCreate, Message, Text
+from shared.schemas import (
+    GenerationCreate,
+    MaxTokens,
+    Message,
+    Metadata,
+    ModelName,
+    ReasoningEffort,
+    Seed,
+    Stop,
+    Temperature,
+    Text,
+    TopP,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 ID_HEADER = "X-Reasonq-Generation-Id"
@@ -33,12 +45,16 @@ ID_HEADER = "X-Reasonq-Generation-Id"
 class TextPart(BaseModel):
     """A text content part (the only kind of part reasonq passes on)."""
 
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
     text: Text
 
 
 class ChatMessage(BaseModel):
     """A chat message as the OpenAI API takes it: text or a list of text parts."""
+
+    model_config = ConfigDict(strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Text | list[TextPart]
@@ -49,6 +65,8 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
 
 
@@ -59,18 +77,19 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    model: ModelName | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    reasoning_effort: Annotated[str, Field(pattern=r"^[a-z_]{1,16}$")] | None = None
-    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Text], Field(min_length=1, max_length=4)] | None = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    metadata: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=512)]] | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    stop: Stop | None = None
+    seed: Seed | None = None
+    # OpenAI allows 16 pairs; more would be cut silently, so more are refused.
+    metadata: Metadata | None = None
     n: Literal[1] | None = None
     tools: None = None
     tool_choice: None = None
@@ -153,12 +172,22 @@ async def _openai_chunks(
     yield _error(f"the event stream ended early; read it at /v1/generations/{generation_id}/events", "unavailable")
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    responses={
+        200: {
+            "description": "A chat.completion, or with stream=true chat.completion.chunk events",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+        **error_responses(401, 403, 409, 413, 422, 429, 502, 503),
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest,
+    principal: PrincipalDep,
+    submitter: SubmitterDep,
     store: StoreDep,
     hub: HubDep,
-    celery: CeleryDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
@@ -166,10 +195,9 @@ async def chat_completions(
 
     With an ``Idempotency-Key`` header, a retried request answers from the original generation.
     """
-    generation_id, created_at = await submit_once(
-        body.to_generation(), store, celery, settings, idempotency_key, "chat.completions"
-    )
-    model = body.model or settings.default_model
+    generation = body.to_generation()
+    generation_id, created_at = await submitter.submit(generation, principal, idempotency_key, "chat.completions")
+    model = generation.model or settings.default_model
     head = {"id": generation_id, "object": "chat.completion.chunk", "created": int(created_at), "model": model}
     headers = {ID_HEADER: generation_id}
     if body.stream:
@@ -186,11 +214,14 @@ async def chat_completions(
     return JSONResponse(record.to_chat_completion(), headers=headers)
 
 
-@router.get("/models")
-async def list_models(settings: SettingsDep) -> dict[str, Any]:
-    """The models this deployment serves (``REASONQ_MODELS``, else the default model)."""
+@router.get("/models", responses=error_responses(401))
+async def list_models(settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The models this deployment serves (``REASONQ_MODELS``, else the default model) that the caller's key may
+    use."""
     now = int(time.time())
+    allowed = principal.limits.models
+    models = [m for m in settings.model_list if allowed is None or m in allowed]
     return {
         "object": "list",
-        "data": [{"id": m, "object": "model", "created": now, "owned_by": "reasonq"} for m in settings.model_list],
+        "data": [{"id": m, "object": "model", "created": now, "owned_by": "reasonq"} for m in models],
     }

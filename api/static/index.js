@@ -10,18 +10,27 @@ document.getElementById("submit").addEventListener("submit", async (e) => {
   const out = document.getElementById("submit-error");
   out.textContent = "";
   const r = await fetch("/v1/generations", {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: authHeaders({ "content-type": "application/json" }), body: JSON.stringify(body),
   });
   const answer = await r.json();
   if (!r.ok) {
     out.textContent = answer.error?.message ?? `HTTP ${r.status}`;
+    if (r.status === 401) document.getElementById("key-box").open = true;
     return;
   }
   location.href = `/g/${encodeURIComponent(answer.id)}`;
 });
 
+document.getElementById("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  saveKey(e.target.key.value.trim());
+  e.target.key.value = "";
+  loadRecent();
+});
+
 async function loadRecent() {
-  const r = await fetch("/v1/generations?limit=20");
+  const r = await fetch("/v1/generations?limit=20", { headers: authHeaders() });
+  if (r.status === 401) document.getElementById("key-box").open = true;
   if (!r.ok) return;
   const rows = (await r.json()).data;
   const table = document.getElementById("recent");

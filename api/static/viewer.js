@@ -46,6 +46,10 @@ function render() {
   if (state.done) document.body.dataset.done = "true";
 }
 
+const base = `/v1/generations/${encodeURIComponent(generationId)}`;
+let token = new URLSearchParams(location.search).get("token");
+let source = null;
+
 function onEvent(type, handler) {
   source.addEventListener(type, (e) => {
     handler(JSON.parse(e.data));
@@ -53,42 +57,74 @@ function onEvent(type, handler) {
   });
 }
 
-const source = new EventSource(`/v1/generations/${encodeURIComponent(generationId)}/events`);
-onEvent("status", (d) => {
-  state.status = d.status;
-  state.attempt = d.attempt;
-  if (d.status === "running" && !state.startedAt) state.startedAt = Date.now() / 1000;
-});
-onEvent("reasoning", (d) => { state.reasoning += d.delta; state.reasoningDeltas++; });
-onEvent("content", (d) => { state.content += d.delta; state.contentDeltas++; });
-onEvent("restart", (d) => {
-  // The contract: a new attempt starts the text again; never show two attempts' text mixed.
-  state.reasoning = ""; state.content = ""; state.reasoningDeltas = 0; state.contentDeltas = 0;
-  state.attempt = d.attempt;
-});
-onEvent("done", (d) => {
-  state.status = d.status; state.usage = d.usage; state.error = d.error; state.done = true;
-  state.finishedAt = state.finishedAt ?? Date.now() / 1000;
-  source.close();
+// EventSource cannot send headers: with an API key (and no share link) the page makes itself a share link.
+async function shareToken() {
+  if (token || !storedKey()) return token;
+  try {
+    const r = await fetch(`${base}/share`, {
+      method: "POST", headers: authHeaders({ "content-type": "application/json" }), body: "{}",
+    });
+    if (r.ok) {
+      const share = await r.json();
+      token = share.token;
+      const link = $("share-link");
+      link.href = share.page_url;
+      link.title = `valid until ${new Date(share.expires_at * 1000).toLocaleString()}`;
+      link.hidden = false;
+    }
+  } catch (_) { /* open the stream without one */ }
+  return token;
+}
+
+async function start() {
+  await shareToken();
+  source = new EventSource(withToken(`${base}/events`, token));
+  subscribe();
   refreshRecord();
-});
-source.onerror = () => {
-  if (state.done) return;
-  if (source.readyState === EventSource.CLOSED) {
-    state.status = "failed";
-    state.error = { type: "not_found", message: "this generation does not exist or has expired" };
-  } else {
-    state.status = "reconnecting";
-  }
-  queueRender();
-};
-source.onopen = () => {
-  if (state.status === "reconnecting" || state.status === "connecting") refreshRecord();
-};
+  refreshViewers();
+  setInterval(refreshViewers, 3000);
+}
+
+function subscribe() {
+  onEvent("status", (d) => {
+    state.status = d.status;
+    state.attempt = d.attempt;
+    if (d.status === "running" && !state.startedAt) state.startedAt = Date.now() / 1000;
+  });
+  onEvent("reasoning", (d) => { state.reasoning += d.delta; state.reasoningDeltas++; });
+  onEvent("content", (d) => { state.content += d.delta; state.contentDeltas++; });
+  onEvent("restart", (d) => {
+    // The contract: a new attempt starts the text again; never show two attempts' text mixed.
+    state.reasoning = ""; state.content = ""; state.reasoningDeltas = 0; state.contentDeltas = 0;
+    state.attempt = d.attempt;
+  });
+  onEvent("done", (d) => {
+    state.status = d.status; state.usage = d.usage; state.error = d.error; state.done = true;
+    state.finishedAt = state.finishedAt ?? Date.now() / 1000;
+    source.close();
+    refreshRecord();
+  });
+  source.onerror = () => {
+    if (state.done) return;
+    if (source.readyState === EventSource.CLOSED) {
+      state.status = "failed";
+      state.error = {
+        type: "not_found",
+        message: "this generation does not exist or has expired, or this link is not valid (a share link or API key is needed)",
+      };
+    } else {
+      state.status = "reconnecting";
+    }
+    queueRender();
+  };
+  source.onopen = () => {
+    if (state.status === "reconnecting" || state.status === "connecting") refreshRecord();
+  };
+}
 
 async function refreshRecord() {
   try {
-    const r = await fetch(`/v1/generations/${encodeURIComponent(generationId)}`);
+    const r = await fetch(withToken(base, token));
     if (!r.ok) return;
     const g = await r.json();
     state.model = g.model;
@@ -101,12 +137,10 @@ async function refreshRecord() {
 
 async function refreshViewers() {
   try {
-    const r = await fetch(`/v1/generations/${encodeURIComponent(generationId)}/viewers`);
+    const r = await fetch(withToken(`${base}/viewers`, token));
     if (r.ok) $("viewers").textContent = `${(await r.json()).viewers} watching`;
   } catch (_) { /* try again later */ }
 }
 
-refreshRecord();
-refreshViewers();
-setInterval(refreshViewers, 3000);
+start();
 setInterval(() => { if (!state.done) queueRender(); }, 1000);

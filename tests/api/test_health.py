@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from typing import Any
 
 import httpx
+import pytest
 
+from reasonq.processes import free_port, http_ok, wait_until
 from tests.helpers import read_events, submit
 
 
@@ -31,3 +36,52 @@ def test_metrics(client: httpx.Client) -> None:
     assert 'reasonq_queue_depth{queue="reasonq"}' in text and "reasonq_live_workers" in text
     fanned = next(line for line in text.splitlines() if line.startswith("reasonq_events_fanned_out_total"))
     assert float(fanned.split()[-1]) >= 5
+
+
+def _metric(text: str, name: str) -> float:
+    line = next((x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{")), None)
+    return float(line.split()[-1]) if line is not None else 0.0
+
+
+def test_metrics_carry_the_deployments_tokens_ends_and_latency_histograms(client: httpx.Client) -> None:
+    before = client.get("/metrics").text
+    gids = [submit(client, f"hist {i} sim:reasoning_tokens=7 sim:content_tokens=5") for i in range(3)]
+    for gid in gids:
+        read_events(client, gid)
+    deadline = time.monotonic() + 10  # workers add their observations with each heartbeat (1 s here)
+    while True:
+        text = client.get("/metrics").text
+        done = _metric(text, "reasonq_queue_pickup_seconds_count") - _metric(
+            before, "reasonq_queue_pickup_seconds_count"
+        )
+        if done >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert _metric(text, "reasonq_tokens_total") - _metric(before, "reasonq_tokens_total") >= 36
+    ended = 'reasonq_generations_ended_total{status="completed"}'
+    assert _metric(text, ended) - _metric(before, ended) >= 3
+    for histogram in ("reasonq_time_to_first_token_seconds", "reasonq_queue_pickup_seconds"):
+        assert _metric(text, f"{histogram}_count") - _metric(before, f"{histogram}_count") >= 3
+        inf = _metric(text, f'{histogram}_bucket{{le="+Inf"}}')
+        assert inf == _metric(text, f"{histogram}_count")  # cumulative buckets end at the count
+        assert _metric(text, f"{histogram}_sum") > 0
+
+
+def test_worker_serves_its_own_health(cluster: Any) -> None:
+    port = free_port()
+    c = cluster()
+    worker = c.add_worker(env={"REASONQ_WORKER_HEALTH_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=10, what="worker health", process=worker)
+    health = httpx.get(f"{url}/healthz").json()
+    assert health["status"] == "ok" and health["running"] == 0 and health["heartbeat_age_s"] < 3
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "reasonq_worker_running 0.0" in metrics and "process_resident_memory_bytes" in metrics
+    # A wedged worker (here: stopped) does not answer; a supervisor's health check times out and restarts it.
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(f"{url}/healthz", timeout=1)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=10, what="worker health after SIGCONT", process=worker)

@@ -29,7 +29,7 @@ class Producer:
 
     async def start(self) -> None:
         await self.store.create(
-            self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q"
+            self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
         )
         claim = await self.store.claim(self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         self.seq = claim.seq

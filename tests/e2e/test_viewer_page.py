@@ -160,3 +160,48 @@ def test_submit_from_the_index_page(api_url: str, page_factory: Any) -> None:
     page.goto(f"{api_url}/")
     page.wait_for_selector("#recent a")
     assert "From the form" in page.inner_text("#recent")
+
+
+def test_a_share_link_opens_the_viewer_without_a_key(keyed: Any, page_factory: Any) -> None:
+    """EventSource cannot send headers: the link's ?token= carries read-only access to this one generation."""
+    from tests.conftest import ALICE
+
+    with httpx.Client(base_url=keyed.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=30) as alice:
+        gid = submit(alice, "shared in a browser sim:reasoning_tokens=20 sim:content_tokens=30")
+        record = wait_status(alice, gid, {"completed"})
+        share = alice.post(f"/v1/generations/{gid}/share").json()
+    page = page_factory()
+    page.goto(keyed.url + share["page_url"])
+    _wait_done(page)
+    assert _answer_text(page) == record["content"].strip()
+    assert page.inner_text("#status").startswith("completed")
+    page.wait_for_function("document.getElementById('viewers').textContent.includes('watching')")
+
+    stranger = page_factory()
+    stranger.goto(f"{keyed.url}/g/{gid}")  # no token, no key
+    stranger.wait_for_selector("#error:not([hidden])")
+    assert "share link or API key" in stranger.inner_text("#error")
+    assert _answer_text(stranger) == ""
+
+
+def test_a_key_typed_into_the_page_submits_and_watches(keyed: Any, page_factory: Any) -> None:
+    from tests.conftest import ALICE
+
+    page = page_factory()
+    page.goto(keyed.url + "/")
+    page.fill("textarea[name=prompt]", "from the page sim:reasoning_tokens=10 sim:content_tokens=12")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#submit-error:text('API key')")
+    assert page.evaluate("document.getElementById('key-box').open")
+    page.fill("input[name=key]", ALICE)
+    page.click("#key-form button")
+    page.click("#submit button[type=submit]")
+    page.wait_for_url("**/g/gen_*")
+    _wait_done(page)
+    assert page.inner_text("#status").startswith("completed")
+    assert _answer_text(page)
+    link = page.get_attribute("#share-link", "href")
+    assert link is not None and "?token=" in link  # the page made itself a read-only link for its stream
+    gid = page.url.rsplit("/", 1)[1]
+    with httpx.Client(base_url=keyed.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=30) as alice:
+        assert _answer_text(page) == alice.get(f"/v1/generations/{gid}").json()["content"].strip()

@@ -48,7 +48,7 @@ def _delta(kind: str, text: str) -> tuple[str, bytes, str]:
 def test_create_then_claim_append_finish(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_store_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q")
+        await store.create(gid, _request(), time.time(), "q", "anonymous")
         target = await store.load_claim_target(gid)
         assert target is not None and target.status == "queued" and target.attempt == 0
         claim = await store.claim(gid, 0, 5_000, _running(1))
@@ -91,7 +91,7 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
 def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_lease_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q")
+        await store.create(gid, _request(), time.time(), "q", "anonymous")
         assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
         await store.append(gid, 1, 2, [_delta("content", "old text")])
         await asyncio.sleep(0.1)
@@ -111,7 +111,7 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
 def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_sweep_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q")
+        await store.create(gid, _request(), time.time(), "q", "anonymous")
         assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
         assert gid not in await store.requeue_expired(grace_ms=5_000)  # lease still live
         await asyncio.sleep(0.1)
@@ -131,7 +131,7 @@ def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
 def test_hand_back_and_handover(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_hand_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q")
+        await store.create(gid, _request(), time.time(), "q", "anonymous")
         await store.claim(gid, 0, 60_000, _running(1))
         seq = await store.append(gid, 1, 2, [_delta("content", "kept ")])
         # the owner starts its next attempt itself, keeping the text (continue)
@@ -150,7 +150,7 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         queued, running = f"gen_cq_{time.monotonic_ns()}", f"gen_cr_{time.monotonic_ns()}"
         for gid in (queued, running):
-            await store.create(gid, _request(), time.time(), "q")
+            await store.create(gid, _request(), time.time(), "q", "anonymous")
         await store.claim(running, 0, 60_000, _running(1))
         assert await store.cancel(queued, 60) == ("cancelled", "")
         assert await store.cancel(queued, 60) == ("ended", "cancelled")  # idempotent
@@ -168,7 +168,7 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
 def test_stale_queued_generations_are_found_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_stale_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time() - 60, "q")
+        await store.create(gid, _request(), time.time() - 60, "q", "anonymous")
         assert gid in await store.peek_stale_queued(older_than_ms=30_000)
         assert await store.mark_dispatched([gid]) == [gid]
         assert gid not in await store.peek_stale_queued(older_than_ms=30_000)  # dispatched just now

@@ -22,7 +22,9 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
         redis = create_redis(unit_redis_url, max_connections=4)
         store = GenerationStore(redis)
         gid = f"gen_writer_{time.monotonic_ns()}"
-        await store.create(gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q")
+        await store.create(
+            gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
+        )
         claim = await store.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         writer = EventWriter(store, gid, 1, claim.seq, interval_s)
         try:

@@ -1,0 +1,123 @@
+"""Who may touch a generation: its owner's key, or (read-only) a share link made for it.
+
+A generation belongs to the key that created it; any other key gets the same 404 as an id that never existed,
+so ids cannot be probed. A share link is ``<expires_at>.<signature>``: an HMAC-SHA256 over the generation id,
+the expiry and the generation's share epoch. Raising the epoch (``DELETE .../share``) revokes every link issued
+before. It is passed as ``?token=``, because the browser's ``EventSource`` cannot send headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Annotated, Literal, cast
+
+from fastapi import Depends, Path, Query, Request
+
+from api.auth import UNAUTHORIZED, Principal, authenticate, get_keyring
+from api.deps import StoreDep
+from api.errors import ApiError
+from api.submission import checked_id
+from shared import keys
+from shared.settings import Settings
+from shared.store import GenerationStore
+
+NOT_FOUND = ApiError(404, "not_found", "no generation with this id")
+
+GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
+ShareToken = Annotated[
+    str | None,
+    Query(max_length=200, description="A share link's token: read-only access to this one generation."),
+]
+
+
+class ShareSigner:
+    """Signs and checks share links. The secret is ``REASONQ_SHARE_SECRET``, or else a random one that the first
+    API process stores in Redis for all the others (read once, then kept in memory)."""
+
+    def __init__(self, store: GenerationStore, settings: Settings) -> None:
+        self._store = store
+        configured = settings.share_secret.get_secret_value()
+        self._secret: bytes | None = configured.encode() if configured else None
+        self._lock = asyncio.Lock()
+
+    async def _key(self) -> bytes:
+        if self._secret is None:
+            async with self._lock:
+                if self._secret is None:
+                    redis = self._store.redis
+                    await redis.set(keys.share_secret_key(), secrets.token_hex(32), nx=True)
+                    self._secret = cast(bytes, await redis.get(keys.share_secret_key()))
+        return self._secret
+
+    def _mac(self, key: bytes, generation_id: str, expires_at: int, epoch: int) -> str:
+        digest = hmac.new(key, f"share\n{generation_id}\n{expires_at}\n{epoch}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    async def sign(self, generation_id: str, expires_at: int, epoch: int) -> str:
+        """A token for ``generation_id`` valid until ``expires_at`` (unix seconds) while the epoch stays."""
+        return f"{expires_at}.{self._mac(await self._key(), generation_id, expires_at, epoch)}"
+
+    async def check(self, token: str, generation_id: str, epoch: int) -> Literal["ok", "expired", "invalid"]:
+        """Whether ``token`` opens ``generation_id`` now."""
+        expires, _, mac = token.partition(".")
+        if not expires.isdigit() or len(expires) > 12 or not mac:
+            return "invalid"
+        expected = self._mac(await self._key(), generation_id, int(expires), epoch)
+        if not hmac.compare_digest(expected.encode(), mac.encode()):
+            return "invalid"
+        return "ok" if int(expires) > time.time() else "expired"
+
+
+def get_signer(request: Request) -> ShareSigner:
+    """The process's share-link signer."""
+    signer: ShareSigner = request.app.state.signer
+    return signer
+
+
+SignerDep = Annotated[ShareSigner, Depends(get_signer)]
+
+
+async def readable_generation(
+    request: Request, generation_id: GenerationId, store: StoreDep, signer: SignerDep, token: ShareToken = None
+) -> str:
+    """The id of a generation the caller may read: with its owner's key, or with a share link for it."""
+    generation_id = checked_id(generation_id)
+    ring = get_keyring(request)
+    if token is not None and not ring.open:
+        access = await store.access_of(generation_id)
+        verdict = await signer.check(token, generation_id, access[1]) if access is not None else "invalid"
+        if verdict == "ok":
+            return generation_id
+        if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
+            raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
+        raise NOT_FOUND
+    principal = authenticate(request)
+    if principal is None:
+        raise UNAUTHORIZED
+    await _check_owner(store, generation_id, principal)
+    return generation_id
+
+
+async def owned_generation(request: Request, generation_id: GenerationId, store: StoreDep) -> str:
+    """The id of a generation the caller's key owns (to cancel it or share it); share links do not count."""
+    generation_id = checked_id(generation_id)
+    principal = authenticate(request)
+    if principal is None:
+        raise UNAUTHORIZED
+    await _check_owner(store, generation_id, principal)
+    return generation_id
+
+
+async def _check_owner(store: GenerationStore, generation_id: str, principal: Principal) -> None:
+    access = await store.access_of(generation_id)
+    if access is None or access[0] != principal.name:
+        raise NOT_FOUND
+
+
+ReadableId = Annotated[str, Depends(readable_generation)]
+OwnedId = Annotated[str, Depends(owned_generation)]

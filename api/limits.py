@@ -1,0 +1,112 @@
+"""Limits on what one request and one key may ask for, all checked before anything is written.
+
+Request limits (every caller): how many messages, how many characters in all. Per-key limits: the models it may
+use and the highest ``max_tokens`` (a request without ``max_tokens`` gets the cap), then, atomically in Redis,
+creating requests per minute and interactive generations queued or running at once (``shared/lua/admit.lua``).
+
+Only the rate and concurrency limits answer 429 with ``Retry-After``: they pass with time. A model the key may
+not use (403) or a ``max_tokens`` above its cap (422) would fail again on every retry, and the openai SDK retries
+429s by itself, so a 429 there would only spend the caller's retries.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from api.auth import Principal
+from api.errors import ApiError
+from shared import keys
+from shared.schemas import GenerationCreate
+from shared.settings import Settings
+
+
+def check_request(body: GenerationCreate, settings: Settings, principal: Principal, where: str = "") -> None:
+    """Apply the request limits and the key's model and ``max_tokens`` limits (filling in the default model and
+    the key's ``max_tokens`` cap).
+
+    Raises:
+        ApiError: 422 naming the field over its limit, 403 for a model the key may not use.
+    """
+    prefix = f"{where}: " if where else ""
+    if len(body.messages) > settings.max_messages:
+        raise ApiError(
+            422, "invalid_request", f"{prefix}messages: {len(body.messages)} messages; at most {settings.max_messages}"
+        )
+    chars = sum(len(m.content) for m in body.messages)
+    if chars > settings.max_prompt_chars:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{prefix}messages: {chars} characters in all; at most {settings.max_prompt_chars}",
+        )
+    body.model = body.model or settings.default_model
+    limits = principal.limits
+    if limits.models is not None and body.model not in limits.models:
+        allowed = ", ".join(sorted(limits.models))
+        raise ApiError(
+            403, "model_not_allowed", f"{prefix}model: {body.model!r} is not allowed for this key (allowed: {allowed})"
+        )
+    if limits.max_tokens:
+        if body.max_tokens is None:
+            body.max_tokens = limits.max_tokens
+        elif body.max_tokens > limits.max_tokens:
+            raise ApiError(422, "invalid_request", f"{prefix}max_tokens: at most {limits.max_tokens} for this key")
+
+
+class Admission:
+    """Counts creating requests against a key's per-minute and concurrency limits, atomically."""
+
+    def __init__(self, redis: Redis, retention_s: int) -> None:
+        self._redis = redis
+        self._retention_s = retention_s
+        self._admit = redis.register_script(resources.files("shared").joinpath("lua", "admit.lua").read_text())
+
+    async def admit(self, principal: Principal, member: str, *, interactive: bool) -> None:
+        """Count one creating request (``member`` is the id it will create) or refuse it.
+
+        Raises:
+            ApiError: 429 with ``Retry-After`` over the per-minute or the concurrency limit.
+        """
+        limits = principal.limits
+        if not limits.rpm and not (limits.concurrent and interactive):
+            return
+        args: list[Any] = [
+            limits.rpm,
+            limits.concurrent,
+            member,
+            keys.record_key(""),
+            int(interactive),
+            self._retention_s,
+        ]
+        outcome, value = await self._admit(keys=self._keys(principal), args=args)
+        if outcome == b"rpm":
+            retry_s = max(1, math.ceil(int(value) / 1000))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this key may create {limits.rpm} requests per minute; retry in {retry_s} s",
+                {"Retry-After": str(retry_s)},
+            )
+        if outcome == b"concurrent":
+            raise ApiError(
+                429,
+                "too_many_running",
+                f"this key may have {limits.concurrent} generations queued or running at once; retry when one ends",
+                {"Retry-After": "1"},
+            )
+
+    async def release(self, principal: Principal, member: str) -> None:
+        """Un-count a request whose creation failed (so a failure costs the key nothing)."""
+        rate_key, active_key = self._keys(principal)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(rate_key, member)
+            pipe.zrem(active_key, member)
+            await pipe.execute()
+
+    @staticmethod
+    def _keys(principal: Principal) -> list[str]:
+        return [keys.key_rate_key(principal.name), keys.key_active_key(principal.name)]

@@ -1,0 +1,38 @@
+"""Prompts reach the logs only when debug logging of bodies is switched on explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reasonq.processes import ManagedProcess, free_port, http_ok, wait_until
+from tests.conftest import python_m
+
+
+@pytest.mark.parametrize(("log_bodies", "logged"), [("1", True), ("0", False)])
+def test_prompt_bodies_are_logged_only_on_request(
+    stack_env: dict[str, str], logs_dir: Path, log_bodies: str, logged: bool
+) -> None:
+    port = free_port()
+    log_path = logs_dir / f"api-log-bodies-{log_bodies}.log"
+    api = ManagedProcess(
+        f"api-log-bodies-{log_bodies}",
+        python_m("--log-level", "DEBUG", "api", "--port", str(port)),
+        {**stack_env, "REASONQ_LOG_BODIES": log_bodies},
+        log_path=log_path,
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=30, what="API", process=api)
+        prompt = f"a private prompt {log_bodies} sim:reasoning_tokens=1 sim:content_tokens=1"
+        r = httpx.post(f"{url}/v1/generations", json={"messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 202
+        gid = r.json()["id"]
+        wait_until(lambda: gid in log_path.read_text(), timeout_s=10, what="the submission's log line")
+    finally:
+        api.stop()
+    text = log_path.read_text()
+    assert (prompt in text) is logged
+    assert "sk-test-SECRET" not in text
