@@ -92,6 +92,9 @@ class GenerationStore:
         self._renew = _load_script(redis, "renew")
         self._requeue = _load_script(redis, "requeue")
         self._cancel = _load_script(redis, "cancel")
+        self._revoke = redis.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'share_epoch', 1) end"
+        )
 
     async def _run(self, script: AsyncScript, script_keys: list[str], args: list[Any]) -> Any:
         if self._batcher is not None:
@@ -166,8 +169,9 @@ class GenerationStore:
         return int(seq or 0), (status or b"").decode() in TERMINAL_STATUSES
 
     async def revoke_shares(self, generation_id: str) -> None:
-        """Invalidate every share link of a generation issued so far."""
-        await self.redis.hincrby(keys.record_key(generation_id), "share_epoch", 1)
+        """Invalidate every share link of a generation issued so far (a no-op once it expired: a plain HINCRBY
+        would then create a record without TTL)."""
+        await self._revoke(keys=[keys.record_key(generation_id)])
 
     async def get(self, generation_id: str) -> GenerationPublic | None:
         """The generation as the API shows it, or ``None`` when unknown or expired."""
