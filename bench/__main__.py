@@ -78,7 +78,8 @@ def _submit(smoke: bool) -> dict[str, Any]:
     result = submit.run(n=200 if smoke else 2_000)
     print(
         f"submission: {result['keep_alive_per_s']} POST/s with keep-alive, "
-        f"{result['new_connection_per_s']} POST/s with a new connection each ({result['client_threads']} threads)"
+        f"{result['new_connection_per_s']} POST/s with a new connection each ({result['client_threads']} threads); "
+        f"{result['keyed_keep_alive_per_s']} POST/s with keep-alive as a key with rate and concurrency limits"
     )
     return result
 

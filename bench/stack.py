@@ -66,6 +66,14 @@ class Stack:
         self.start_api()
         self._wait_worker_ready(worker)
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The first configured client key as a header (none in open mode)."""
+        entries = self.extra_env.get("REASONQ_API_KEYS", "")
+        if not entries:
+            return {}
+        return {"Authorization": f"Bearer {entries.split(',')[0].split(':', 1)[1]}"}
+
     def add_worker(self, queues: str = "") -> ManagedProcess:
         """Start one more worker process (on ``queues``, default the interactive queue)."""
         n = sum(p.name.startswith("worker") for p in self.procs)
@@ -87,11 +95,12 @@ class Stack:
 
     def _wait_worker_ready(self, worker: ManagedProcess) -> None:
         body = {"messages": [{"role": "user", "content": "warm-up sim:reasoning_tokens=1 sim:content_tokens=1"}]}
-        gid = httpx.post(f"{self.api_url}/v1/generations", json=body, timeout=10).json()["id"]
+        headers = self.auth_headers
+        gid = httpx.post(f"{self.api_url}/v1/generations", json=body, headers=headers, timeout=10).json()["id"]
 
         def completed() -> bool:
-            status = httpx.get(f"{self.api_url}/v1/generations/{gid}", timeout=10).json()["status"]
-            return status == "completed"
+            record = httpx.get(f"{self.api_url}/v1/generations/{gid}", headers=headers, timeout=10).json()
+            return bool(record["status"] == "completed")
 
         wait_until(completed, timeout_s=60, what="worker", process=worker)
 

@@ -1,4 +1,5 @@
-"""Scenario: submission rate from a batch client (8 threads), with and without keep-alive.
+"""Scenario: submission rate from a batch client (8 threads), with and without keep-alive, in open mode and
+with a client key whose rate and concurrency limits are checked on every POST (high enough never to refuse).
 
 The generations are tiny (2 simulated tokens) and run while the submissions go on, as they would."""
 
@@ -16,13 +17,20 @@ from bench.stack import Stack
 BODY = {"messages": [{"role": "user", "content": "batch item sim:reasoning_tokens=1 sim:content_tokens=1"}]}
 
 
-def _rate(base_url: str, n: int, threads: int, keep_alive: bool) -> float:
+KEY = "bench-key-0123456789abcdef"
+KEYED_ENV = {
+    "REASONQ_API_KEYS": f"bench:{KEY}",
+    "REASONQ_KEY_LIMITS": '{"bench": {"rpm": 100000, "concurrent": 100000}}',
+}
+
+
+def _rate(base_url: str, n: int, threads: int, keep_alive: bool, headers: dict[str, str] | None = None) -> float:
     local = threading.local()
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
             limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
-            local.client = httpx.Client(base_url=base_url, timeout=30, limits=limits)
+            local.client = httpx.Client(base_url=base_url, timeout=30, limits=limits, headers=headers)
         c: httpx.Client = local.client
         return c
 
@@ -38,11 +46,15 @@ def _rate(base_url: str, n: int, threads: int, keep_alive: bool) -> float:
 
 
 def run(n: int = 2_000, threads: int = 8) -> dict[str, Any]:
-    """POSTs per second with and without keep-alive."""
+    """POSTs per second with and without keep-alive; and with keep-alive as a limited client key."""
     with Stack() as stack:
-        return {
+        result: dict[str, Any] = {
             "posts": n,
             "client_threads": threads,
             "keep_alive_per_s": round(_rate(stack.api_url, n, threads, keep_alive=True)),
             "new_connection_per_s": round(_rate(stack.api_url, n, threads, keep_alive=False)),
         }
+    with Stack(env=KEYED_ENV) as stack:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        result["keyed_keep_alive_per_s"] = round(_rate(stack.api_url, n, threads, keep_alive=True, headers=headers))
+    return result

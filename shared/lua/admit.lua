@@ -1,5 +1,6 @@
 -- Admit one creating request of a client key against its per-minute and concurrency limits, and count it.
--- Nothing is counted when it is refused. Ended (or never created) generations leave the active set here.
+-- Nothing is counted when it is refused. Ended (or never created) generations leave the active set here, and
+-- only when the set has reached the limit: below it admission costs a ZCARD, not a look at every member.
 -- KEYS: rate (sorted set), active (sorted set)
 -- ARGV: rpm, concurrent, member, record_key_prefix, active (1 = an interactive generation), active_ttl_s
 -- Returns {'ok', 0} | {'rpm', retry_after_ms} | {'concurrent', live}
@@ -15,7 +16,7 @@ if rpm > 0 then
   end
 end
 local active = conc > 0 and ARGV[5] == '1'
-if active then
+if active and redis.call('ZCARD', KEYS[2]) >= conc then
   local members = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
   local live = 0
   for i = 1, #members, 2 do

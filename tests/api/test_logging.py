@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
@@ -36,3 +37,14 @@ def test_prompt_bodies_are_logged_only_on_request(
     text = log_path.read_text()
     assert (prompt in text) is logged
     assert "sk-test-SECRET" not in text
+
+
+def test_open_mode_says_so_loudly(api_url: str, logs_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from reasonq.cli import _warn_if_exposed
+
+    assert "OPEN MODE: no REASONQ_API_KEYS configured" in (logs_dir / "api.log").read_text()
+    with caplog.at_level(logging.WARNING):
+        _warn_if_exposed("127.0.0.1")
+        assert not caplog.records
+        _warn_if_exposed("0.0.0.0")
+    assert "OPEN MODE on 0.0.0.0" in caplog.text
