@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from reasonq.client import Client, ReasonqClientError
 from shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent
 
-EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_FOUND, EXIT_UNREACHABLE = 1, 3, 4, 5
+EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED = 1, 2, 3, 4, 5, 6
 _EXIT_BY_STATUS = {"completed": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 
 
@@ -63,6 +63,16 @@ def _follow(client: Client, generation_id: str, after: int | None) -> int:
     return EXIT_FAILED
 
 
+def _exit_for_status(status_code: int | None) -> int:
+    if status_code == 404:
+        return EXIT_NOT_FOUND
+    if status_code in (401, 403):
+        return EXIT_UNAUTHORIZED  # no or a wrong REASONQ_API_KEY, or a model the key may not use
+    if status_code is not None and 400 <= status_code < 500:
+        return EXIT_REFUSED  # the request itself (limits, validation): retrying the same will not help at once
+    return EXIT_UNREACHABLE
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on a terminal
     err = Console(stderr=True, highlight=False)
@@ -72,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
             return code
     except ReasonqClientError as e:
         err.print(f"reasonq: {e}", style="red", markup=False)
-        return EXIT_NOT_FOUND if e.status_code == 404 else EXIT_UNREACHABLE
+        return _exit_for_status(e.status_code)
     except httpx.HTTPError as e:
         err.print(f"reasonq: cannot reach the server: {e}", style="red", markup=False)
         return EXIT_UNREACHABLE

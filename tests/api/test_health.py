@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from reasonq.processes import free_port, http_ok, wait_until
+from reasonq.processes import RedisServer, free_port, http_ok, wait_until
 from tests.helpers import read_events, submit
 
 
@@ -85,3 +86,25 @@ def test_worker_serves_its_own_health(cluster: Any) -> None:
     finally:
         os.kill(worker.pid, signal.SIGCONT)
     wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=10, what="worker health after SIGCONT", process=worker)
+
+
+def test_worker_health_fails_while_redis_is_unreachable(cluster: Any, tmp_path: Path) -> None:
+    """The heartbeat is what keeps the worker's leases: a worker that cannot reach Redis says it is unhealthy
+    (503) once a lease time passes without one, and healthy again once Redis is back."""
+    server = RedisServer(free_port(), tmp_path / "redis", persist=True).start()
+    try:
+        c = cluster(redis_url=server.url)
+        port = free_port()
+        worker = c.add_worker(env={"REASONQ_WORKER_HEALTH_PORT": str(port)})
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_until(lambda: http_ok(url), timeout_s=10, what="worker health", process=worker)
+        server.stop()
+        started = time.monotonic()
+        wait_until(lambda: httpx.get(url, timeout=2).status_code == 503, timeout_s=10, what="503 without Redis")
+        unhealthy = httpx.get(url, timeout=2).json()
+        assert unhealthy["status"] == "unhealthy" and unhealthy["heartbeat_age_s"] >= 3  # the lease time here
+        assert time.monotonic() - started < 6
+        server.start()
+        wait_until(lambda: http_ok(url), timeout_s=15, what="worker health after Redis returned", process=worker)
+    finally:
+        server.stop()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from reasonq.processes import free_port
 from tests.helpers import expected_text
 
 
-def reasonq(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+def reasonq(*args: str, url: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REASONQ_API_KEY"}
+    if key is not None:
+        env["REASONQ_API_KEY"] = key
     return subprocess.run(
-        [sys.executable, "-m", "reasonq", *args, "--url", url], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "reasonq", *args, "--url", url], capture_output=True, text=True, timeout=60, env=env
     )
 
 
@@ -49,6 +54,22 @@ def test_exit_codes(api_url: str) -> None:
     assert failed.returncode == 1 and "HTTP 400" in failed.stderr
     assert reasonq("get", "gen_AAAAAAAAAAAAAAAAAAAAAA", url=api_url).returncode == 4
     assert reasonq("get", "gen_AAAAAAAAAAAAAAAAAAAAAA", url=f"http://127.0.0.1:{free_port()}").returncode == 5
+    refused = reasonq("submit", "x" * 10, "--model", "", url=api_url)
+    assert refused.returncode == 2 and "body model" in refused.stderr
+
+
+def test_the_commands_send_reasonq_api_key(keyed: Any) -> None:
+    from tests.conftest import ALICE, BOB
+
+    prompt = "cli with a key sim:reasoning_tokens=3 sim:content_tokens=3"
+    anonymous = reasonq("submit", prompt, url=keyed.url)
+    assert anonymous.returncode == 6 and "HTTP 401" in anonymous.stderr
+    done = reasonq("submit", prompt, "--follow", url=keyed.url, key=ALICE)
+    assert done.returncode == 0, done.stderr
+    assert expected_text(prompt)[1].strip() in done.stdout
+    gid = reasonq("submit", prompt, url=keyed.url, key=ALICE).stdout.strip()
+    assert reasonq("get", gid, url=keyed.url, key=BOB).returncode == 4  # another key's generation
+    assert ALICE not in anonymous.stderr + done.stderr
 
 
 def test_a_thousand_line_batch_through_the_cli_resumes_after_an_interrupt(api_url: str, tmp_path: Path) -> None:
