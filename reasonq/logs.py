@@ -2,6 +2,9 @@
 
 In JSON, a ``generation_id`` field is added to every record whose message is about one (reasonq's log lines
 about a generation start with ``generation <id>:``), so a log pipeline can filter on it.
+
+Share-link tokens travel in URLs (``?token=``, as ``EventSource`` needs), so uvicorn's access log would write
+them out: every record passes through ``RedactTokens`` first.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ import orjson
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _GENERATION = re.compile(r"\bgeneration (gen_[A-Za-z0-9_-]{22})\b")
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces the value of a ``token=`` query parameter in a record's message by ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN.sub(r"\1[redacted]", message), None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,4 +53,5 @@ def configure_logging(level: str, json_lines: bool) -> None:
     """Root logging for a reasonq process."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactTokens())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -107,7 +107,7 @@ function subscribe() {
   source.onerror = () => {
     if (state.done) return;
     if (source.readyState === EventSource.CLOSED) {
-      state.status = "failed";
+      state.status = "unavailable";  // not the generation's status: this page may not show it
       state.error = {
         type: "not_found",
         message: "this generation does not exist or has expired, or this link is not valid (a share link or API key is needed)",

@@ -48,3 +48,23 @@ def test_open_mode_says_so_loudly(api_url: str, logs_dir: Path, caplog: pytest.L
         assert not caplog.records
         _warn_if_exposed("0.0.0.0")
     assert "OPEN MODE on 0.0.0.0" in caplog.text
+
+
+def test_share_tokens_in_urls_never_reach_the_access_log(stack_env: dict[str, str], logs_dir: Path) -> None:
+    port = free_port()
+    log_path = logs_dir / "api-access-log.log"
+    api = ManagedProcess(
+        "api-access-log", python_m("api", "--port", str(port), "--access-log"), stack_env, log_path=log_path
+    ).start()
+    token = "1795999999.SECRET-share-token-value"
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=30, what="API", process=api)
+        path = "/v1/generations/gen_AAAAAAAAAAAAAAAAAAAAAA"
+        assert httpx.get(f"{url}{path}/events", params={"after": 1, "token": token}).status_code == 404
+        wait_until(lambda: f"{path}/events" in log_path.read_text(), timeout_s=10, what="the access log line")
+    finally:
+        api.stop()
+    text = log_path.read_text()
+    assert "SECRET-share-token" not in text
+    assert f"{path}/events?after=1&token=[redacted]" in text

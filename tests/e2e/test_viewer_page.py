@@ -181,6 +181,9 @@ def test_a_share_link_opens_the_viewer_without_a_key(keyed: Any, page_factory: A
     stranger.goto(f"{keyed.url}/g/{gid}")  # no token, no key
     stranger.wait_for_selector("#error:not([hidden])")
     assert "share link or API key" in stranger.inner_text("#error")
+    assert stranger.inner_text("#status") == "unavailable"
+    ARTIFACTS.mkdir(exist_ok=True)
+    stranger.screenshot(path=str(ARTIFACTS / "viewer-without-credentials.png"), full_page=True)
     assert _answer_text(stranger) == ""
 
 
@@ -202,6 +205,8 @@ def test_a_key_typed_into_the_page_submits_and_watches(keyed: Any, page_factory:
     assert _answer_text(page)
     link = page.get_attribute("#share-link", "href")
     assert link is not None and "?token=" in link  # the page made itself a read-only link for its stream
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-with-key.png"), full_page=True)
     gid = page.url.rsplit("/", 1)[1]
     with httpx.Client(base_url=keyed.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=30) as alice:
         assert _answer_text(page) == alice.get(f"/v1/generations/{gid}").json()["content"].strip()
