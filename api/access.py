@@ -18,7 +18,7 @@ from typing import Annotated, Literal, cast
 
 from fastapi import Depends, Path, Query, Request
 
-from api.auth import UNAUTHORIZED, Principal, authenticate, get_keyring
+from api.auth import Principal, authenticate, get_keyring, unauthorized
 from api.deps import StoreDep
 from api.errors import ApiError
 from api.submission import checked_id
@@ -26,7 +26,11 @@ from shared import keys
 from shared.settings import Settings
 from shared.store import GenerationStore
 
-NOT_FOUND = ApiError(404, "not_found", "no generation with this id")
+
+def not_found() -> ApiError:
+    """The 404 of an unknown, expired or another key's generation (always the same answer)."""
+    return ApiError(404, "not_found", "no generation with this id")
+
 
 GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
 ShareToken = Annotated[
@@ -65,7 +69,7 @@ class ShareSigner:
     async def check(self, token: str, generation_id: str, epoch: int) -> Literal["ok", "expired", "invalid"]:
         """Whether ``token`` opens ``generation_id`` now."""
         expires, _, mac = token.partition(".")
-        if not expires.isdigit() or len(expires) > 12 or not mac:
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or not mac:
             return "invalid"
         expected = self._mac(await self._key(), generation_id, int(expires), epoch)
         if not hmac.compare_digest(expected.encode(), mac.encode()):
@@ -95,10 +99,10 @@ async def readable_generation(
             return generation_id
         if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
             raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
-        raise NOT_FOUND
+        raise not_found()
     principal = authenticate(request)
     if principal is None:
-        raise UNAUTHORIZED
+        raise unauthorized()
     await _check_owner(store, generation_id, principal)
     return generation_id
 
@@ -108,7 +112,7 @@ async def owned_generation(request: Request, generation_id: GenerationId, store:
     generation_id = checked_id(generation_id)
     principal = authenticate(request)
     if principal is None:
-        raise UNAUTHORIZED
+        raise unauthorized()
     await _check_owner(store, generation_id, principal)
     return generation_id
 
@@ -116,7 +120,7 @@ async def owned_generation(request: Request, generation_id: GenerationId, store:
 async def _check_owner(store: GenerationStore, generation_id: str, principal: Principal) -> None:
     access = await store.access_of(generation_id)
     if access is None or access[0] != principal.name:
-        raise NOT_FOUND
+        raise not_found()
 
 
 ReadableId = Annotated[str, Depends(readable_generation)]

@@ -176,12 +176,15 @@ def bearer_token(request: Request) -> str | None:
     return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
 
 
-UNAUTHORIZED = ApiError(
-    401,
-    "unauthorized",
-    "a valid API key is required: send the header Authorization: Bearer <key>",
-    {"WWW-Authenticate": 'Bearer realm="reasonq"'},
-)
+def unauthorized() -> ApiError:
+    """The 401 for a missing or wrong key (a new instance each time: re-raising one shared instance would grow
+    its traceback with every request)."""
+    return ApiError(
+        401,
+        "unauthorized",
+        "a valid API key is required: send the header Authorization: Bearer <key>",
+        {"WWW-Authenticate": 'Bearer realm="reasonq"'},
+    )
 
 
 def authenticate(request: Request) -> Principal | None:
@@ -197,7 +200,7 @@ def get_principal(request: Request) -> Principal:
     """The caller; a 401 without a valid key (never says whether a key exists)."""
     principal = authenticate(request)
     if principal is None:
-        raise UNAUTHORIZED
+        raise unauthorized()
     return principal
 
 

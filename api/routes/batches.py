@@ -167,20 +167,21 @@ async def _create(
     await dispatch_many(celery, [gid for _, gid, _ in with_ids], settings.batch_queue_name)
 
 
-_NO_BATCH = ApiError(404, "not_found", "no batch with this id")
+def _no_batch() -> ApiError:
+    return ApiError(404, "not_found", "no batch with this id")
 
 
 async def _batch(store: Any, batch_id: str) -> Any:
     state = await BatchStore(store).get(batch_id)
     if state is None:
-        raise _NO_BATCH
+        raise _no_batch()
     return state
 
 
 async def owned_batch(batch_id: BatchId, store: StoreDep, principal: PrincipalDep) -> str:
     """The id of a batch the caller's key created; any other key gets the 404 an unknown id gets."""
     if await BatchStore(store).owner(batch_id) != principal.name:
-        raise _NO_BATCH
+        raise _no_batch()
     return batch_id
 
 

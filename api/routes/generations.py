@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
-from api.access import NOT_FOUND, OwnedId, ReadableId, SignerDep
+from api.access import OwnedId, ReadableId, SignerDep, not_found
 from api.auth import PrincipalDep
 from api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
 from api.errors import ApiError, error_responses
@@ -80,7 +80,7 @@ async def get_generation(generation_id: ReadableId, store: StoreDep) -> Generati
     """The generation's state and its text so far (with its owner's key, or a share link as ``?token=``)."""
     generation = await store.get(generation_id)
     if generation is None:
-        raise NOT_FOUND
+        raise not_found()
     return generation
 
 
@@ -97,7 +97,7 @@ async def share_generation(
     ttl_s = body.ttl_s if body is not None and body.ttl_s is not None else settings.share_ttl_s
     access = await store.access_of(generation_id)
     if access is None:
-        raise NOT_FOUND
+        raise not_found()
     expires_at = int(time.time()) + ttl_s
     token = await signer.sign(generation_id, expires_at, access[1])
     url = f"/v1/generations/{generation_id}"
@@ -131,7 +131,7 @@ async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: S
     """
     outcome, status = await store.cancel(generation_id, settings.retention_s)
     if outcome == "missing":
-        raise NOT_FOUND
+        raise not_found()
     if outcome == "requested":
         body = GenerationCancel(id=generation_id, status="running", cancel_requested=True)
         logger.info("generation %s: cancel requested", generation_id)
@@ -145,7 +145,7 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
     # EventSource reconnects with the original URL plus Last-Event-ID, so the header wins over ?after=.
     if last_event_id is not None and last_event_id.strip() != "":
         value = last_event_id.strip()
-        if not value.isdigit() or len(value) > 18:
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
             raise ApiError(422, "invalid_request", "header Last-Event-ID: must be a non-negative integer event id")
         return int(value)
     return after or 0

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
-from api.auth import UNAUTHORIZED, authenticate, get_keyring
+from api.auth import authenticate, get_keyring, unauthorized
 from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from api.errors import error_responses
 from shared.stats import read_stats
@@ -63,7 +63,7 @@ async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, set
     """Prometheus text format. No ids, prompts or key names appear in it; with ``REASONQ_METRICS_REQUIRE_KEY``
     (and keys configured) it asks for a key like the API does."""
     if settings.metrics_require_key and not get_keyring(request).open and authenticate(request) is None:
-        raise UNAUTHORIZED
+        raise unauthorized()
     metrics.VIEWERS.set(hub.total_watching)
     try:
         counts = await store.counts()
