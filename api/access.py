@@ -18,7 +18,7 @@ from typing import Annotated, Literal, cast
 
 from fastapi import Depends, Path, Query, Request
 
-from api.auth import Principal, authenticate, get_keyring, unauthorized
+from api.auth import authenticate, get_keyring, unauthorized
 from api.deps import StoreDep
 from api.errors import ApiError
 from api.submission import checked_id
@@ -100,27 +100,22 @@ async def readable_generation(
         if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
             raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
         raise not_found()
-    principal = authenticate(request)
-    if principal is None:
-        raise unauthorized()
-    await _check_owner(store, generation_id, principal)
-    return generation_id
+    return await _owned_by_caller(request, store, generation_id)
 
 
 async def owned_generation(request: Request, generation_id: GenerationId, store: StoreDep) -> str:
     """The id of a generation the caller's key owns (to cancel it or share it); share links do not count."""
-    generation_id = checked_id(generation_id)
+    return await _owned_by_caller(request, store, checked_id(generation_id))
+
+
+async def _owned_by_caller(request: Request, store: GenerationStore, generation_id: str) -> str:
     principal = authenticate(request)
     if principal is None:
         raise unauthorized()
-    await _check_owner(store, generation_id, principal)
-    return generation_id
-
-
-async def _check_owner(store: GenerationStore, generation_id: str, principal: Principal) -> None:
     access = await store.access_of(generation_id)
     if access is None or access[0] != principal.name:
         raise not_found()
+    return generation_id
 
 
 ReadableId = Annotated[str, Depends(readable_generation)]

@@ -52,13 +52,11 @@ class Message(BaseModel):
     content: Text
 
 
-class GenerationCreate(BaseModel):
-    """Body of ``POST /v1/generations``: an OpenAI-style chat request."""
-
-    model_config = ConfigDict(extra="forbid")
+class ChatOptions(BaseModel):
+    """What the native and the OpenAI-compatible chat requests share (each declares its own message type)."""
 
     model: ModelName | None = None
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Any] = Field(min_length=1)
     max_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -66,6 +64,18 @@ class GenerationCreate(BaseModel):
     stop: Stop | None = None
     seed: Seed | None = None
     metadata: Metadata | None = None
+
+
+# The options a chat request passes on unchanged, by name.
+CHAT_OPTIONS = frozenset(ChatOptions.model_fields) - {"messages"}
+
+
+class GenerationCreate(ChatOptions):
+    """Body of ``POST /v1/generations``: an OpenAI-style chat request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] = Field(min_length=1)
 
 
 class GenerationAccepted(BaseModel):

@@ -146,10 +146,6 @@ class GenerationStore:
             pipe.zrem(keys.recent_key(owner), generation_id)
             await pipe.execute()
 
-    async def exists(self, generation_id: str) -> bool:
-        """Whether the generation is known (and not expired)."""
-        return bool(await self.redis.exists(keys.record_key(generation_id)))
-
     async def access_of(self, generation_id: str) -> tuple[str, int] | None:
         """``(owner, share_epoch)`` of a generation, ``None`` when unknown or expired."""
         status, owner, epoch = cast(

@@ -24,19 +24,7 @@ from api.hub import Hub
 from api.idempotency import IdempotencyKey
 from api.sse import StreamResponse
 from shared.events import parse_sse
-from shared.schemas import (
-    GenerationCreate,
-    MaxTokens,
-    Message,
-    Metadata,
-    ModelName,
-    ReasoningEffort,
-    Seed,
-    Stop,
-    Temperature,
-    Text,
-    TopP,
-)
+from shared.schemas import CHAT_OPTIONS, ChatOptions, GenerationCreate, MaxTokens, Message, Text
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 ID_HEADER = "X-Reasonq-Generation-Id"
@@ -70,26 +58,18 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(ChatOptions):
     """The chat-completions request the ``openai`` SDK sends. Options that would change what comes back in ways
     reasonq does not do (several choices, tools, structured output, log probabilities) are refused by name;
     other unknown options are ignored, as OpenAI-compatible servers do."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: ModelName | None = None
+    # metadata: OpenAI allows 16 pairs; more would be cut silently, so more are refused (ChatOptions).
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    reasoning_effort: ReasoningEffort | None = None
-    stop: Stop | None = None
-    seed: Seed | None = None
-    # OpenAI allows 16 pairs; more would be cut silently, so more are refused.
-    metadata: Metadata | None = None
     n: Literal[1] | None = None
     tools: None = None
     tool_choice: None = None
@@ -106,17 +86,9 @@ class ChatCompletionRequest(BaseModel):
 
     def to_generation(self) -> GenerationCreate:
         """The native request this becomes."""
-        return GenerationCreate(
-            model=self.model,
-            messages=[Message(role=m.role, content=m.text()) for m in self.messages],
-            max_tokens=self.max_tokens or self.max_completion_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            reasoning_effort=self.reasoning_effort,
-            stop=self.stop,
-            seed=self.seed,
-            metadata=self.metadata,
-        )
+        options = {name: getattr(self, name) for name in CHAT_OPTIONS}
+        options["max_tokens"] = self.max_tokens or self.max_completion_tokens
+        return GenerationCreate(messages=[Message(role=m.role, content=m.text()) for m in self.messages], **options)
 
 
 def _chunk(head: dict[str, Any], delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
