@@ -5,7 +5,6 @@ COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY reasonq ./reasonq
-COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --create-home reasonq
 USER reasonq
 EXPOSE 8000

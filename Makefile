@@ -14,7 +14,12 @@ format:
 	ruff check --fix .
 	ruff format .
 
+# mypy cannot follow the editable install's import hook, so it checks a tree of links laid out as installed
+# (reasonq/{api,worker,shared} beside reasonq's own modules).
 typecheck:
+	rm -rf build/typecheck && mkdir -p build/typecheck/reasonq
+	ln -s $(CURDIR)/reasonq/* build/typecheck/reasonq/
+	ln -s $(CURDIR)/api $(CURDIR)/worker $(CURDIR)/shared build/typecheck/reasonq/
 	mypy
 
 test:

@@ -18,13 +18,13 @@ from typing import Annotated, Literal, cast
 
 from fastapi import Depends, Path, Query, Request
 
-from api.auth import authenticate, get_keyring, unauthorized
-from api.deps import StoreDep
-from api.errors import ApiError
-from api.submission import checked_id
-from shared import keys
-from shared.settings import Settings
-from shared.store import GenerationStore
+from reasonq.api.auth import authenticate, get_keyring, unauthorized
+from reasonq.api.deps import StoreDep
+from reasonq.api.errors import ApiError
+from reasonq.api.submission import checked_id
+from reasonq.shared import keys
+from reasonq.shared.settings import Settings
+from reasonq.shared.store import GenerationStore
 
 
 def not_found() -> ApiError:

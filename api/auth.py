@@ -18,10 +18,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Request
 
-from api.errors import ApiError
-from shared.errors import ConfigurationError
-from shared.settings import Settings
-from shared.store import ANONYMOUS
+from reasonq.api.errors import ApiError
+from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.settings import Settings
+from reasonq.shared.store import ANONYMOUS
 
 logger = logging.getLogger(__name__)
 

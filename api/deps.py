@@ -7,10 +7,10 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Request
 
-from api.hub import Hub
-from api.submission import Submitter
-from shared.settings import Settings, get_settings
-from shared.store import GenerationStore
+from reasonq.api.hub import Hub
+from reasonq.api.submission import Submitter
+from reasonq.shared.settings import Settings, get_settings
+from reasonq.shared.store import GenerationStore
 
 
 def get_store(request: Request) -> GenerationStore:

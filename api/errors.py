@@ -34,9 +34,10 @@ class ErrorBody(BaseModel):
 _MEANINGS = {
     401: "No valid API key (send Authorization: Bearer <key>), or an expired share link",
     403: "The key may not use this model",
-    404: "No such object (or it expired, or another key owns it)",
+    404: "No such object (or it expired, or another key owns it), or a model this deployment does not offer",
     409: "This Idempotency-Key was used with another body, or its first request is still being processed",
     413: "The body is larger than the limit",
+    415: "The body is not JSON (send Content-Type: application/json)",
     422: "Invalid request; the message names the field",
     429: "Over the key's rate or concurrency limit; retry after Retry-After seconds",
     502: "The generation failed (the message says why)",
@@ -76,21 +77,68 @@ def error_response(
     )
 
 
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+_NOT_JSON_TYPES = frozenset({"dict_type", "model_attributes_type", "model_type"})
+
+
 def _location(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
+    # pydantic names the member of a union it tried (``function-after[_valid_unicode(), str]``,
+    # ``list[TextPart]``): that is the schema's vocabulary, not the user's; only field names and indexes stay.
+    parts = [str(p) for p in loc if isinstance(p, int) or ("[" not in str(p) and "(" not in str(p))]
     if parts and parts[0] in ("body", "query", "header", "path"):
         where, rest = parts[0], parts[1:]
         return f"{where} {'.'.join(rest)}" if rest else where
     return ".".join(parts)
 
 
-def _validation_message(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
-    details = []
+def _message(err: dict[str, Any]) -> str:
+    message = str(err.get("msg", "invalid"))
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    ctx = err.get("ctx") or {}
+    if err.get("type") in ("too_long", "too_short") and isinstance(err.get("input"), str):
+        # A length constraint checked after a validator says "items" even for a string.
+        bound = "at most" if err["type"] == "too_long" else "at least"
+        limit = ctx.get("max_length" if err["type"] == "too_long" else "min_length")
+        message = f"should have {bound} {limit} characters, not {len(err['input'])}"
+    return message
+
+
+def _json_syntax(err: dict[str, Any], doc: Any) -> str:
+    position = next((p for p in err.get("loc", ())[1:] if isinstance(p, int)), None)
+    reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+    if position is None or not isinstance(doc, str | bytes):
+        return f"body: not valid JSON ({reason})"
+    text = doc.decode(errors="replace") if isinstance(doc, bytes) else doc
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return f"body: not valid JSON: {reason} at line {line}, column {column}"
+
+
+def _validation_message(errors: Sequence[Any], doc: Any = None) -> tuple[str, list[dict[str, Any]]]:
+    """One message naming the first wrong field in the user's words, and every problem in ``details``."""
+    by_field: dict[str, list[str]] = {}
     for err in errors:
-        details.append({"field": _location(err.get("loc", ())), "message": err.get("msg", "invalid")})
+        if err.get("type") == "json_invalid":
+            message = _json_syntax(err, doc)
+            return message, [{"field": "body", "message": message.removeprefix("body: ")}]
+        field = _location(err.get("loc", ()))
+        text = _message(err)
+        if text not in by_field.setdefault(field, []):
+            by_field[field].append(text)
+    details = []
+    for field, texts in by_field.items():
+        # The members of a union each failed: "Input should be a valid string or a valid list".
+        joined = texts[0] + "".join(" or " + t.removeprefix("Input should be ") for t in texts[1:])
+        details.append({"field": field, "message": joined})
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return f"{first['field']}: {first['message']}{more}", details
+
+
+def _is_json(content_type: str) -> bool:
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main in ("", "application/json") or main.endswith("+json")
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -100,7 +148,18 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    message, details = _validation_message(exc.errors())
+    errors = exc.errors()
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type) and any(
+        e.get("loc") == ("body",) and e.get("type") in _NOT_JSON_TYPES for e in errors
+    ):
+        return error_response(
+            415,
+            "unsupported_media_type",
+            f"body: sent as Content-Type {content_type.split(';')[0]!r}; send JSON with "
+            "Content-Type: application/json (curl: -H 'content-type: application/json')",
+        )
+    message, details = _validation_message(errors, exc.body)
     return error_response(422, "invalid_request", message, details=details)
 
 

@@ -20,11 +20,11 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api import metrics
-from shared import keys
-from shared.events import StoredEvent, parse_entry, to_sse
-from shared.redis import create_blocking_redis
-from shared.store import GenerationStore
+from reasonq.api import metrics
+from reasonq.shared import keys
+from reasonq.shared.events import StoredEvent, parse_entry, to_sse
+from reasonq.shared.redis import create_blocking_redis
+from reasonq.shared.store import GenerationStore
 
 logger = logging.getLogger(__name__)
 

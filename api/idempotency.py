@@ -13,8 +13,8 @@ from typing import Annotated, TypeVar, cast
 from fastapi import Header
 from redis.asyncio import Redis
 
-from api.errors import ApiError
-from shared import keys
+from reasonq.api.errors import ApiError
+from reasonq.shared import keys
 
 T = TypeVar("T")
 MAX_LENGTH = 255

@@ -17,11 +17,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from api.auth import Principal
-from api.errors import ApiError
-from shared import keys
-from shared.schemas import GenerationCreate
-from shared.settings import Settings
+from reasonq.api.auth import Principal
+from reasonq.api.errors import ApiError
+from reasonq.shared import keys
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.settings import Settings
 
 
 def check_request(body: GenerationCreate, settings: Settings, principal: Principal, where: str = "") -> None:
@@ -29,7 +29,8 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
     the key's ``max_tokens`` cap).
 
     Raises:
-        ApiError: 422 naming the field over its limit, 403 for a model the key may not use.
+        ApiError: 422 naming the field over its limit, 403 for a model the key may not use, 404 for a model this
+            deployment does not offer (OpenAI's answer, ``model_not_found``).
     """
     prefix = f"{where}: " if where else ""
     if len(body.messages) > settings.max_messages:
@@ -50,6 +51,13 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
         raise ApiError(
             403, "model_not_allowed", f"{prefix}model: {body.model!r} is not allowed for this key (allowed: {allowed})"
         )
+    if not settings.offers_model(body.model):
+        offered = ", ".join(settings.model_list)
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"{prefix}model: {body.model!r} is not offered here (offered: {offered}; GET /v1/models lists them)",
+        )
     if limits.max_tokens:
         if body.max_tokens is None:
             body.max_tokens = limits.max_tokens
@@ -63,7 +71,7 @@ class Admission:
     def __init__(self, redis: Redis, retention_s: int) -> None:
         self._redis = redis
         self._retention_s = retention_s
-        self._admit = redis.register_script(resources.files("shared").joinpath("lua", "admit.lua").read_text())
+        self._admit = redis.register_script(resources.files("reasonq.shared").joinpath("lua", "admit.lua").read_text())
 
     async def admit(self, principal: Principal, member: str, *, interactive: bool) -> None:
         """Count one creating request (``member`` is the id it will create) or refuse it.

@@ -5,22 +5,24 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
-from api.access import ShareSigner
-from api.auth import KeyRing, announce_access
-from api.errors import install_error_handlers
-from api.hub import Hub
-from api.limits import Admission
-from api.middleware import RequestLimitMiddleware
-from api.routes import batches, generations, health, openai_compat, pages
-from api.submission import Submitter
-from shared.queue import create_celery
-from shared.redis import create_redis
-from shared.settings import get_settings
-from shared.store import GenerationStore
+from reasonq.api.access import ShareSigner
+from reasonq.api.auth import KeyRing, announce_access
+from reasonq.api.errors import install_error_handlers
+from reasonq.api.hub import Hub
+from reasonq.api.limits import Admission
+from reasonq.api.middleware import RequestLimitMiddleware
+from reasonq.api.routes import batches, generations, health, openai_compat, pages
+from reasonq.api.submission import Submitter
+from reasonq.shared.queue import create_celery
+from reasonq.shared.redis import create_redis
+from reasonq.shared.settings import get_settings
+from reasonq.shared.store import GenerationStore
 
 
 def tune_gc() -> None:
@@ -39,7 +41,7 @@ def tune_gc() -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
-    app.state.store = store = GenerationStore(redis)
+    app.state.store = store = GenerationStore(redis, simulated=settings.model_simulated)
     app.state.hub = hub = Hub(
         settings.redis_url, store, block_ms=settings.hub_block_ms, ring_events=settings.hub_ring_events
     )
@@ -57,7 +59,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-app = FastAPI(title="reasonq", version="0.1.0", lifespan=lifespan)
+# /docs and /redoc from assets the fastapi-offline wheel ships: FastAPI's default loads Swagger UI from a CDN,
+# a blank page with no internet (issue 11).
+app = FastAPIOffline(title="reasonq", version=version("reasonq"), lifespan=lifespan, favicon_url="/favicon.ico")
 install_error_handlers(app)
 app.add_middleware(RequestLimitMiddleware, settings=get_settings())
 app.include_router(health.router)

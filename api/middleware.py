@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.settings import Settings
+from reasonq.shared.settings import Settings
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A JSON string literal (the unrolled form runs at C speed even on a 100 MB batch).
@@ -43,6 +43,19 @@ def _error(status: int, kind: str, message: str) -> tuple[dict[str, Any], bytes]
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
     }
     return start, body
+
+
+_FORM = b"application/x-www-form-urlencoded"
+
+
+def _form_as_json(scope: Scope) -> Scope:
+    """A body sent as curl's ``-d`` default type is read as JSON, what every route here takes (issue 11: the
+    README's own ``curl -d`` examples answered "Input should be a valid dictionary"). No route takes forms."""
+    headers = scope["headers"]
+    if not any(name == b"content-type" and value.split(b";")[0].strip().lower() == _FORM for name, value in headers):
+        return scope
+    rewritten = [(n, b"application/json" if n == b"content-type" else v) for n, v in headers]
+    return {**scope, "headers": rewritten}
 
 
 class RequestLimitMiddleware:
@@ -94,6 +107,8 @@ class RequestLimitMiddleware:
                 send, 422, "invalid_request", f"body: JSON nested deeper than {settings.max_json_depth} levels"
             )
             return
+        if scope["path"] != "/v1/batches":
+            scope = _form_as_json(scope)
         replayed = False
 
         async def replay() -> Message:

@@ -14,7 +14,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.settings import get_settings
+from reasonq.shared.settings import get_settings
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -11,14 +11,14 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import idempotency, metrics
-from api.auth import Principal
-from api.errors import ApiError
-from api.limits import Admission, check_request
-from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
-from shared.schemas import GenerationCreate
-from shared.settings import Settings
-from shared.store import GenerationStore
+from reasonq.api import idempotency, metrics
+from reasonq.api.auth import Principal
+from reasonq.api.errors import ApiError
+from reasonq.api.limits import Admission, check_request
+from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.settings import Settings
+from reasonq.shared.store import GenerationStore
 
 logger = logging.getLogger(__name__)
 

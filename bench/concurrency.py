@@ -29,7 +29,7 @@ def _direct(sim_url: str, n: int, tokens: int) -> list[float]:
 
     import openai
 
-    from worker.chunks import iter_chunks
+    from reasonq.worker.chunks import iter_chunks
 
     async def one(client: openai.AsyncOpenAI, i: int) -> float:
         t0 = time.perf_counter()

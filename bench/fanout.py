@@ -22,7 +22,7 @@ import httpx
 import redis
 
 from bench.stack import Stack
-from shared import keys
+from reasonq.shared import keys
 
 VIEWERS_PER_PROCESS = 250
 

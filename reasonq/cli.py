@@ -8,9 +8,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from reasonq.commands import add_client_commands
+from reasonq import __version__
+from reasonq.commands import HelpFormatter, add_client_commands
 from reasonq.logs import configure_logging
-from shared.settings import get_settings
+from reasonq.shared.errors import ReasonqError
+from reasonq.shared.settings import Settings, get_settings
+
+
+def check_configuration(settings: Settings) -> None:
+    """Everything a server process would refuse at start, checked before anything starts.
+
+    Raises:
+        ConfigurationError: naming the setting and the problem.
+    """
+    from reasonq.api.auth import KeyRing
+
+    KeyRing.from_settings(settings)
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -25,11 +38,12 @@ def _warn_if_exposed(host: str) -> None:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.protocol import GuardedHttpToolsProtocol
+    from reasonq.api.protocol import GuardedHttpToolsProtocol
 
+    check_configuration(get_settings())
     _warn_if_exposed(args.host)
     uvicorn.run(
-        "api.main:app",
+        "reasonq.api.main:app",
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -44,8 +58,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.app import app
-    from worker.runtime import WorkerRuntime
+    from reasonq.worker.app import app
+    from reasonq.worker.runtime import WorkerRuntime
 
     settings = get_settings()
     if not settings.model_base_url:
@@ -88,39 +102,50 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from reasonq.up import run_up
 
+    check_configuration(get_settings())
     return run_up(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``reasonq`` command."""
-    parser = argparse.ArgumentParser(prog="reasonq", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="reasonq", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"reasonq {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run everything: embedded Redis, worker, API (and the simulator if no model)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+
+    up = command("up", "run everything: embedded Redis, workers, API (and the simulator if no model is set)")
     up.add_argument("--host", default="127.0.0.1", help="API bind address")
     up.add_argument("--port", type=int, default=8000, help="API port")
-    up.add_argument("--data-dir", default="reasonq-data", help="where Redis keeps its data")
+    up.add_argument("--data-dir", default="reasonq-data", help="where Redis keeps its data and the logs go")
     up.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (0 = a free one)")
     up.set_defaults(func=_cmd_up)
 
-    api = sub.add_parser("api", help="run the HTTP API against REASONQ_REDIS_URL")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    api = command("api", "run the HTTP API against REASONQ_REDIS_URL")
+    api.add_argument("--host", default="127.0.0.1", help="bind address")
+    api.add_argument("--port", type=int, default=8000, help="port")
     api.add_argument("--access-log", action="store_true", help="log every request")
     api.add_argument("--backlog", type=int, default=4096, help="listen backlog (bursts of viewers reconnecting)")
     api.set_defaults(func=_cmd_api)
 
-    worker = sub.add_parser("worker", help="run a Celery worker against REASONQ_BROKER_URL / REASONQ_REDIS_URL")
-    worker.add_argument("--concurrency", type=int, default=0, help="generations at once (default from settings)")
-    worker.add_argument("--queues", default="", help="comma-separated queues (default REASONQ_QUEUE_NAME)")
-    worker.add_argument("--hostname", default="", help="Celery node name")
+    worker = command("worker", "run a Celery worker against REASONQ_BROKER_URL / REASONQ_REDIS_URL")
+    worker.add_argument(
+        "--concurrency", type=int, default=0, help="generations at once (0 = REASONQ_WORKER_CONCURRENCY)"
+    )
+    worker.add_argument("--queues", default="", help="comma-separated queues (empty = REASONQ_QUEUE_NAME)")
+    worker.add_argument("--hostname", default="", help="Celery node name (empty = Celery's default)")
     worker.set_defaults(func=_cmd_worker)
 
-    sim = sub.add_parser("sim", help="run the simulated reasoning model (OpenAI-compatible)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8001)
-    sim.add_argument("--tokens-per-s", type=float, default=None, help="0 = as fast as possible")
+    sim = command("sim", "run the simulated reasoning model (OpenAI-compatible)")
+    sim.add_argument("--host", default="127.0.0.1", help="bind address")
+    sim.add_argument("--port", type=int, default=8001, help="port")
+    sim.add_argument(
+        "--tokens-per-s", type=float, default=None, help="0 = as fast as possible (unset = REASONQ_SIM_TOKENS_PER_S)"
+    )
     sim.set_defaults(func=_cmd_sim)
     add_client_commands(sub)
     return parser
@@ -128,17 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reasonq`` command."""
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, get_settings().log_json)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
+        configure_logging(args.log_level, get_settings().log_json)
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # configuration problems: say what is wrong, without a traceback
-        from shared.errors import ReasonqError
-
-        if isinstance(e, ReasonqError):
-            print(f"reasonq: {e}", file=sys.stderr)
-            return 2
-        raise
+    except ReasonqError as e:  # configuration problems: say what is wrong in one line, without a traceback
+        print(f"reasonq: {e}", file=sys.stderr)
+        return 2
     return code

@@ -19,8 +19,8 @@ import httpx
 import orjson
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from shared.events import DoneEvent, Event, decode_event
-from shared.schemas import GenerationCancel, GenerationPublic
+from reasonq.shared.events import DoneEvent, Event, decode_event
+from reasonq.shared.schemas import GenerationCancel, GenerationPublic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

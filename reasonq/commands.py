@@ -13,29 +13,73 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from reasonq.client import Client, ReasonqClientError
-from shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent
+from reasonq.client import DEFAULT_URL, Client, ReasonqClientError, StreamEvent
+from reasonq.shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED = 1, 2, 3, 4, 5, 6
 _EXIT_BY_STATUS = {"completed": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, "", False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _err() -> Console:
+    # soft_wrap: a message is one line however wide the terminal, and never hard-wrapped into a pipe or file.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _status_line(client: Client, generation_id: str) -> str:
+    generation = client.get(generation_id)
+    tokens = (generation.usage or {}).get("completion_tokens")
+    parts: list[str] = [generation.status]
+    if tokens is not None:
+        parts.append(f"{tokens} tokens")
+    if generation.started_at and generation.finished_at:
+        parts.append(f"{generation.finished_at - generation.started_at:.1f} s")
+    return " · ".join(parts)
+
+
 def _follow(client: Client, generation_id: str, after: int | None) -> int:
+    """Print the generation as it streams; on Ctrl-C say how to resume from the last event shown."""
+    last, status = after, ""
+    try:
+        for item in _follow_events(client, generation_id, after):
+            last = item.id
+            if isinstance(item.event, DoneEvent):
+                status = item.event.status
+    except KeyboardInterrupt:
+        _console().print()
+        resume = f"reasonq tail {generation_id}" + (f" --after {last}" if last is not None else "")
+        _err().print(f"[yellow]stopped watching; the generation goes on. Resume with:[/] {resume}")
+        return 130
+    _err().print(_status_line(client, generation_id), style="dim", markup=False)
+    return _EXIT_BY_STATUS.get(status, EXIT_FAILED)
+
+
+def _follow_events(client: Client, generation_id: str, after: int | None) -> Iterator[StreamEvent]:
+    """Prints each event, and yields it once printed."""
     out = _console()
-    err = Console(stderr=True, highlight=False)
+    err = _err()
     in_answer = False
     for item in client.stream(generation_id, after=after):
         event = item.event
@@ -57,10 +101,9 @@ def _follow(client: Client, generation_id: str, after: int | None) -> int:
             if event.error:
                 message = f"{event.status}: {event.error.get('type')}: {event.error.get('message')}"
                 err.print(message, style="red", markup=False)
-            elif event.status != "completed":
-                err.print(f"[yellow]{event.status}[/]")
-            return _EXIT_BY_STATUS.get(event.status, EXIT_FAILED)
-    return EXIT_FAILED
+        yield item
+        if isinstance(event, DoneEvent):
+            return
 
 
 def _exit_for_status(status_code: int | None) -> int:
@@ -74,20 +117,26 @@ def _exit_for_status(status_code: int | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on a terminal
-    err = Console(stderr=True, highlight=False)
+    err = _err()
     try:
         with Client(args.url or None) as client:
             code: int = args.client_func(client, args)
             return code
     except ReasonqClientError as e:
         err.print(f"reasonq: {e}", style="red", markup=False)
+        if e.status_code == 401:
+            err.print("reasonq: this server asks for a key: set REASONQ_API_KEY=<your key> and try again")
         return _exit_for_status(e.status_code)
-    except httpx.HTTPError as e:
-        err.print(f"reasonq: cannot reach the server: {e}", style="red", markup=False)
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
+        url = args.url or os.environ.get("REASONQ_URL") or DEFAULT_URL
+        err.print(f"reasonq: cannot reach the server at {url}: {e}", style="red", markup=False)
+        err.print("reasonq: is it running (`reasonq up`)? Pass --url or set REASONQ_URL to reach another one.")
         return EXIT_UNREACHABLE
+    except OSError as e:  # a file named on the command line
+        err.print(f"reasonq: {e.filename or ''}: {e.strerror or e}", style="red", markup=False)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
-        err.print("[yellow]stopped watching; the generation goes on[/]")
+        err.print("[yellow]stopped; nothing on the server was changed[/]")
         return 130
 
 
@@ -95,10 +144,10 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     generation = client.submit(args.prompt, model=args.model, max_tokens=args.max_tokens)
     if args.json:
         print(json.dumps(generation.model_dump()))
+    elif args.follow:
+        _err().print(f"[dim]{generation.id}[/]")  # the id once, beside the stream (stdout is the text)
     else:
-        Console(stderr=True, highlight=False).print(f"[dim]{generation.id}[/]")
-        if not args.follow:
-            print(generation.id)
+        print(generation.id)
     return _follow(client, generation.id, None) if args.follow else 0
 
 
@@ -130,7 +179,7 @@ def _batch(client: Client, args: argparse.Namespace) -> int:
         for line in output.read_text().splitlines():
             if line.strip():
                 written.add(json.loads(line)["custom_id"])
-    err = Console(stderr=True, highlight=False)
+    err = _err()
     if state.exists():
         batch_id = state.read_text().strip()
         err.print(f"resuming batch {batch_id} ({len(written)} results already in {output})", markup=False)
@@ -140,6 +189,20 @@ def _batch(client: Client, args: argparse.Namespace) -> int:
         batch_id = client.submit_batch(raw, hashlib.sha256(raw).hexdigest())["id"]
         state.write_text(batch_id)
         err.print(f"submitted batch {batch_id}", markup=False)
+    try:
+        return _collect_batch(client, args, batch_id, output, written, err)
+    except KeyboardInterrupt:
+        err.print(
+            f"[yellow]stopped collecting; batch {batch_id} goes on on the server. Resume with:[/] "
+            f"reasonq batch {args.input} -o {args.output}"
+        )
+        return 130
+
+
+def _collect_batch(
+    client: Client, args: argparse.Namespace, batch_id: str, output: Path, written: set[str], err: Console
+) -> int:
+    state = Path(args.output + ".batch-id")
     with (
         Progress(
             TextColumn("{task.description}"),
@@ -178,7 +241,10 @@ def _batch(client: Client, args: argparse.Namespace) -> int:
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
     answer = client.cancel(args.id)
-    print(json.dumps(answer.model_dump()))
+    if answer.cancel_requested:
+        print(f"{answer.id}: cancel requested (it was {answer.status}); it stops within a moment")
+    else:
+        print(f"{answer.id}: already {answer.status}; nothing to cancel")
     return 0
 
 
@@ -186,25 +252,25 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     """Register the client commands on the ``reasonq`` parser."""
 
     def command(name: str, help_text: str, func: object) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--url", default="", help="server URL (default REASONQ_URL, else http://127.0.0.1:8000)")
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        p.add_argument("--url", default="", help=f"server URL (empty = REASONQ_URL, else {DEFAULT_URL})")
         p.set_defaults(func=_run, client_func=func)
         return p
 
     p = command("submit", "submit a prompt; prints its id, or follows it with --follow", _submit)
-    p.add_argument("prompt")
-    p.add_argument("--model", default=None)
-    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("prompt", help="the user message")
+    p.add_argument("--model", default=None, help="model name (unset = the server's default model)")
+    p.add_argument("--max-tokens", type=int, default=None, help="most tokens to generate (unset = no cap)")
     p.add_argument("--follow", action="store_true", help="stream the reasoning (dimmed) and the answer")
     p.add_argument("--json", action="store_true", help="print the generation as JSON")
     p = command("tail", "stream a generation's reasoning and answer, resuming by itself", _tail)
-    p.add_argument("id")
-    p.add_argument("--after", type=int, default=None, help="start after this event id")
+    p.add_argument("id", help="generation id (gen_...)")
+    p.add_argument("--after", type=int, default=None, help="start after this event id (unset = from the start)")
     p = command("get", "show a generation", _get)
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", help="generation id (gen_...)")
+    p.add_argument("--json", action="store_true", help="print the generation as JSON")
     p = command("cancel", "cancel a generation", _cancel)
-    p.add_argument("id")
+    p.add_argument("id", help="generation id (gen_...)")
     p = command("batch", "run an OpenAI Batch JSONL file; writes results as they finish; resumable", _batch)
     p.add_argument("input", help="JSONL: {custom_id, method, url, body} per line")
     p.add_argument("-o", "--output", required=True, help="results JSONL (appended; rerun to resume)")

@@ -55,3 +55,6 @@ def configure_logging(level: str, json_lines: bool) -> None:
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactTokens())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # One INFO line per HTTP request (health polls, provider calls) is noise in every reasonq process's log.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

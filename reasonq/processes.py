@@ -15,13 +15,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import redis
 
-from shared.errors import ConfigurationError
+from reasonq.shared.errors import ConfigurationError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -60,16 +62,28 @@ class ManagedProcess:
         argv: the command.
         env: extra environment variables.
         log_path: where its stdout and stderr go (inherited when ``None``).
+        on_line: when given, the child's output is read line by line instead: each line is passed to it (and
+            appended to ``log_path`` if set), and the last ``TAIL_LINES`` are kept in ``tail``.
     """
 
+    TAIL_LINES = 20
+
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, log_path: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        on_line: Callable[[ManagedProcess, str], None] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
+        self.on_line = on_line
+        self.tail: deque[str] = deque(maxlen=self.TAIL_LINES)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -79,6 +93,8 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         """Start the child."""
+        if self.on_line is not None:
+            return self._start_relayed()
         out = open(self.log_path, "ab") if self.log_path else None
         try:
             self.proc = subprocess.Popen(
@@ -94,6 +110,41 @@ class ManagedProcess:
             if out:
                 out.close()
         return self
+
+    def _start_relayed(self) -> ManagedProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self._reader = threading.Thread(target=self._relay, name=f"relay-{self.name}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _relay(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None and self.on_line is not None
+        log = open(self.log_path, "ab") if self.log_path else None
+        try:
+            for raw in self.proc.stdout:
+                if log:
+                    log.write(raw)
+                    log.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.tail.append(line)
+                self.on_line(self, line)
+        finally:
+            if log:
+                log.close()
+
+    def last_lines(self, wait_s: float = 1.0) -> list[str]:
+        """The child's last lines of output (after waiting up to ``wait_s`` for a dead child's to be read)."""
+        if self._reader is not None and not self.alive():
+            self._reader.join(wait_s)
+        return list(self.tail)
 
     def alive(self) -> bool:
         """Whether the child is still running."""

@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import orjson
 
-from shared import keys
-from shared.events import TERMINAL_STATUSES
-from shared.schemas import GenerationCreate
-from shared.store import ANONYMOUS, GenerationStore
+from reasonq.shared import keys
+from reasonq.shared.events import TERMINAL_STATUSES
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.store import ANONYMOUS, GenerationStore
 
 _CHUNK = 500  # generations written per pipeline
 

@@ -6,7 +6,7 @@ from typing import Final
 
 from celery import Celery
 
-from shared.settings import Settings
+from reasonq.shared.settings import Settings
 
 GENERATE_TASK: Final = "reasonq.generate"
 # Publishing gives up fast: the caller answers 503 (API) or leaves it to the next sweep (worker).

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from shared.events import Status
+from reasonq.shared.events import Status
 
 
 def _valid_unicode(value: str) -> str:
@@ -104,6 +104,8 @@ class GenerationPublic(BaseModel):
     error: dict[str, Any] | None
     attempt: int
     metadata: dict[str, str] | None = None
+    simulated: bool = Field(False, description="Served by the built-in simulated model, not a real one.")
+    messages: list[dict[str, Any]] = Field(default_factory=list, description="The conversation as submitted.")
 
     def to_chat_completion(self) -> dict[str, Any]:
         """The generation as an OpenAI ``chat.completion`` object (the message carries ``reasoning_content``)."""
@@ -134,6 +136,7 @@ class GenerationSummary(BaseModel):
     model: str
     created_at: float
     preview: str
+    simulated: bool = False
 
 
 class GenerationList(BaseModel):

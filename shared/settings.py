@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reasonq.shared.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -25,7 +27,15 @@ class Settings(BaseSettings):
     model_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. https://api.deepseek.com")
     model_api_key: SecretStr = Field(SecretStr(""), description="API key for model_base_url; never logged.")
     default_model: str = Field("reasonq-sim", description="Model used when a request names none.")
-    models: str = Field("", description="Comma-separated models GET /v1/models lists (default: default_model).")
+    models: str = Field(
+        "",
+        description="Comma-separated models offered (GET /v1/models lists them; others are refused); `*` allows any "
+        "name. Empty: default_model only.",
+    )
+    model_simulated: bool = Field(
+        False,
+        description="Set by `reasonq up` when it runs the built-in simulator: generations are labelled simulated.",
+    )
     model_timeout_s: float = Field(600.0, gt=0, description="Upstream read timeout between two chunks.")
     model_connect_timeout_s: float = Field(10.0, gt=0, description="Upstream connect timeout.")
 
@@ -112,8 +122,13 @@ class Settings(BaseSettings):
 
     @property
     def model_list(self) -> list[str]:
-        """The models this deployment lists."""
-        return [m.strip() for m in self.models.split(",") if m.strip()] or [self.default_model]
+        """The models this deployment lists: those named in ``models`` (else the default model)."""
+        named = [m.strip() for m in self.models.split(",") if m.strip() and m.strip() != "*"]
+        return named or [self.default_model]
+
+    def offers_model(self, model: str) -> bool:
+        """Whether a request may name ``model``: one of ``model_list``, or any with ``*`` in ``models``."""
+        return model in self.model_list or "*" in (m.strip() for m in self.models.split(","))
 
     @property
     def effective_broker_url(self) -> str:
@@ -123,5 +138,16 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once (tests set the environment first, or clear this cache)."""
-    return Settings()
+    """The process's settings, read once (tests set the environment first, or clear this cache).
+
+    Raises:
+        ConfigurationError: one line per wrong setting, named as it is set (``REASONQ_RETENTION_S: ...``),
+            never quoting the value (it may be a secret).
+    """
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = [
+            f"REASONQ_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}" for error in e.errors()
+        ]
+        raise ConfigurationError("; ".join(problems)) from None

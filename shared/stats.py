@@ -15,7 +15,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from shared import keys
+from reasonq.shared import keys
 
 # Upper bounds (seconds) of the histogram buckets; the last bucket is +Inf.
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

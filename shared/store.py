@@ -15,9 +15,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from shared import keys
-from shared.batching import ScriptBatcher
-from shared.events import (
+from reasonq.shared import keys
+from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.events import (
     DATA_FIELD,
     TERMINAL_STATUSES,
     TYPE_FIELD,
@@ -27,7 +27,7 @@ from shared.events import (
     encode_event,
     parse_entry,
 )
-from shared.schemas import GenerationCreate, GenerationPublic
+from reasonq.shared.schemas import GenerationCreate, GenerationPublic
 
 # The owner of everything created in open mode (no client keys), and of records from before keys existed.
 ANONYMOUS = "anonymous"
@@ -38,7 +38,7 @@ EventTriple = tuple[str, bytes, str]
 
 
 def _load_script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("shared").joinpath("lua", f"{name}.lua").read_text()
+    source = resources.files("reasonq.shared").joinpath("lua", f"{name}.lua").read_text()
     return redis.register_script(source)
 
 
@@ -81,11 +81,13 @@ class GenerationStore:
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
         batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
+        simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
     """
 
-    def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None) -> None:
+    def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None, *, simulated: bool = False) -> None:
         self.redis = redis
         self._batcher = batcher
+        self._simulated = simulated
         self._claim = _load_script(redis, "claim")
         self._append = _load_script(redis, "append")
         self._finish = _load_script(redis, "finish")
@@ -132,6 +134,8 @@ class GenerationStore:
         }
         if request.metadata:
             record["metadata"] = orjson.dumps(request.metadata)
+        if self._simulated:
+            record["simulated"] = "1"
         pipe.hset(keys.record_key(generation_id), mapping=record)
         pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
         pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
@@ -194,6 +198,8 @@ class GenerationStore:
             error=_json(record.get(b"error")),
             attempt=int(record[b"attempt"]),
             metadata=_json(record.get(b"metadata")),
+            simulated=record.get(b"simulated") == b"1",
+            messages=_json(record.get(b"request")).get("messages", []),
         )
 
     async def list_recent(self, owner: str, limit: int) -> list[dict[str, Any]]:
@@ -201,10 +207,10 @@ class GenerationStore:
         ids = cast(list[bytes], await self.redis.zrevrange(keys.recent_key(owner), 0, limit - 1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for gid in ids:
-                pipe.hmget(keys.record_key(gid.decode()), ["status", "model", "created_at", "preview"])
+                pipe.hmget(keys.record_key(gid.decode()), ["status", "model", "created_at", "preview", "simulated"])
             rows = await pipe.execute()
         out = []
-        for gid, (status, model, created_at, preview) in zip(ids, rows, strict=True):
+        for gid, (status, model, created_at, preview, simulated) in zip(ids, rows, strict=True):
             if status is None:
                 continue  # expired; the index entry is trimmed with time
             out.append(
@@ -214,6 +220,7 @@ class GenerationStore:
                     "model": (model or b"").decode(),
                     "created_at": float(created_at or 0),
                     "preview": (preview or b"").decode(),
+                    "simulated": simulated == b"1",
                 }
             )
         return out

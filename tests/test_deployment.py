@@ -52,3 +52,25 @@ def test_open_mode_is_published_on_loopback_and_workers_have_health() -> None:
         assert env["REASONQ_WORKER_HEALTH_PORT"] == "8002"
         assert env["REASONQ_REDIS_URL"] == "redis://redis:6379/0"  # the shared environment, merged
         assert "8002/healthz" in " ".join(services[name]["healthcheck"]["test"])
+
+
+def test_one_image_built_once_and_reused() -> None:
+    """Issue 11: every reasonq service built the image again; one builds it, the rest reuse it."""
+    services = _compose()["services"]
+    reasonq_services = [name for name, s in services.items() if s.get("image") == "reasonq:latest"]
+    assert set(reasonq_services) == {"api", "worker", "batch-worker", "sim"}
+    assert [name for name in reasonq_services if "build" in services[name]] == ["api"]
+    for name in reasonq_services:
+        assert services[name]["pull_policy"] == "never"  # never fetched from a registry: built here
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "bench" not in dockerfile and "pip install --no-cache-dir ." in dockerfile
+
+
+def test_every_long_running_service_has_a_healthcheck_and_flower_shares_the_broker() -> None:
+    services = _compose()["services"]
+    for name in ("redis", "api", "worker", "batch-worker", "sim"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    flower = services["flower"]
+    assert flower["environment"]["CELERY_BROKER_URL"] == "${REASONQ_BROKER_URL:-redis://redis:6379/0}"
+    assert not any("redis://" in part for part in flower["command"])  # no second, hard-coded broker
+    assert services["api"]["environment"]["REASONQ_BROKER_URL"] == flower["environment"]["CELERY_BROKER_URL"]

@@ -7,14 +7,14 @@ from typing import Any
 from amqp.exceptions import ChannelError
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
-from shared.settings import get_settings
-from worker.health import serve_health_forever
-from worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
-from worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
+from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
+from reasonq.shared.settings import get_settings
+from reasonq.worker.health import serve_health_forever
+from reasonq.worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
+from reasonq.worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
 
 settings = get_settings()
-app = create_celery(settings, include=["worker.tasks"])
+app = create_celery(settings, include=["reasonq.worker.tasks"])
 
 
 def _dispatch(generation_id: str, queue: str) -> None:

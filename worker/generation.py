@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import FencedError, ModelError
-from shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
-from shared.stats import Stats
-from shared.store import ClaimTarget
-from worker.model import StreamLimits, build_params, stream_completion
-from worker.runtime import RunningGeneration, WorkerRuntime
-from worker.writer import CancelRequested, EventWriter
+from reasonq.shared.errors import FencedError, ModelError
+from reasonq.shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
+from reasonq.shared.stats import Stats
+from reasonq.shared.store import ClaimTarget
+from reasonq.worker.model import StreamLimits, build_params, stream_completion
+from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
+from reasonq.worker.writer import CancelRequested, EventWriter
 
 logger = logging.getLogger(__name__)
 

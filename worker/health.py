@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, ProcessCollector, generate_latest
 
-from worker.runtime import WorkerRuntime
+from reasonq.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import openai
 import orjson
 from openai import AsyncOpenAI
 
-from shared.errors import ModelError, redact
-from shared.schemas import GenerationCreate
-from shared.settings import Settings
-from worker.chunks import ProviderStreamError, iter_chunks
+from reasonq.shared.errors import ModelError, redact
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.settings import Settings
+from reasonq.worker.chunks import ProviderStreamError, iter_chunks
 
 # Request fields passed to the provider when the client set them.
 _OPTIONAL_PARAMS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "stop", "seed")

@@ -13,8 +13,8 @@ import time
 
 from redis.exceptions import RedisError
 
-from shared import keys
-from worker.runtime import WorkerRuntime
+from reasonq.shared import keys
+from reasonq.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 

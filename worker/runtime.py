@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
-from shared.batching import ScriptBatcher
-from shared.errors import ConfigurationError
-from shared.redis import create_redis
-from shared.settings import Settings, get_settings
-from shared.stats import Stats
-from shared.store import GenerationStore
-from worker.model import create_model_client
+from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.redis import create_redis
+from reasonq.shared.settings import Settings, get_settings
+from reasonq.shared.stats import Stats
+from reasonq.shared.store import GenerationStore
+from reasonq.worker.model import create_model_client
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,17 +141,27 @@ class WorkerRuntime:
             return None
 
     def begin_shutdown(self, grace_s: float) -> None:
-        """Let running generations finish for ``grace_s``, then hand the rest back to the queue."""
+        """Let running generations finish for ``grace_s``, then hand the rest back to the queue.
+
+        Called again while already draining (a second SIGTERM), it hands them back at once.
+        """
+        if self.shutting_down:
+            logger.info("worker asked again to stop: handing back %d generations now", len(self.running))
+            self._loop.call_soon_threadsafe(self._hand_back_all)
+            return
         self.shutting_down = True
 
         async def _after_grace() -> None:
             await asyncio.sleep(grace_s)
-            for running in list(self.running.values()):
-                logger.info("generation %s: handing back (worker shutting down)", running.generation_id)
-                running.stop("shutdown")
+            self._hand_back_all()
 
         logger.info("worker shutting down: %d generations running, grace %.0f s", len(self.running), grace_s)
         self._background.append(asyncio.run_coroutine_threadsafe(_after_grace(), self._loop))
+
+    def _hand_back_all(self) -> None:
+        for running in list(self.running.values()):
+            logger.info("generation %s: handing back (worker shutting down)", running.generation_id)
+            running.stop("shutdown")
 
     def close(self) -> None:
         """Stop the background loops, close the clients and the loop."""

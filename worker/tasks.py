@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared.queue import GENERATE_TASK
-from worker.app import app, create_runtime
-from worker.generation import run_generation
-from worker.runtime import get_runtime
+from reasonq.shared.queue import GENERATE_TASK
+from reasonq.worker.app import app, create_runtime
+from reasonq.worker.generation import run_generation
+from reasonq.worker.runtime import get_runtime
 
 
 @app.task(name=GENERATE_TASK, ignore_result=True)

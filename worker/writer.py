@@ -21,9 +21,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from shared.errors import FencedError
-from shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
-from shared.store import EventTriple, GenerationStore
+from reasonq.shared.errors import FencedError
+from reasonq.shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
+from reasonq.shared.store import EventTriple, GenerationStore
 
 logger = logging.getLogger(__name__)
 

@@ -18,21 +18,22 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from api import idempotency
-from api.auth import Principal, PrincipalDep
-from api.deps import CeleryDep, SettingsDep, StoreDep, SubmitterDep
-from api.errors import ApiError, error_responses
-from api.idempotency import IdempotencyKey
-from api.limits import check_request
-from api.routes.openai_compat import ChatCompletionRequest
-from api.sse import StreamResponse
-from api.submission import dispatch_many, new_generation_id
-from shared.batches import BatchStore
-from shared.schemas import GenerationCreate
-from shared.settings import Settings
+from reasonq.api import idempotency
+from reasonq.api.auth import Principal, PrincipalDep
+from reasonq.api.deps import CeleryDep, SettingsDep, StoreDep, SubmitterDep
+from reasonq.api.errors import ApiError, error_responses
+from reasonq.api.idempotency import IdempotencyKey
+from reasonq.api.limits import check_request
+from reasonq.api.routes.openai_compat import ChatCompletionRequest
+from reasonq.api.sse import StreamResponse
+from reasonq.api.submission import dispatch_many, new_generation_id
+from reasonq.shared.batches import BatchStore
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.settings import Settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9_-]{22}$", description="The batch id.")]
+# No pattern: an id that cannot exist is a 404 like any unknown id, not a 422 about a regex (issue 11).
+BatchId = Annotated[str, Path(description="The id returned by POST /v1/batches.")]
 
 
 def _lines(raw: bytes, content_type: str) -> list[Any]:

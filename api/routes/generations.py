@@ -10,13 +10,13 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
-from api.access import OwnedId, ReadableId, SignerDep, not_found
-from api.auth import PrincipalDep
-from api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
-from api.errors import ApiError, error_responses
-from api.idempotency import IdempotencyKey
-from api.sse import StreamResponse
-from shared.schemas import (
+from reasonq.api.access import OwnedId, ReadableId, SignerDep, not_found
+from reasonq.api.auth import PrincipalDep
+from reasonq.api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
+from reasonq.api.errors import ApiError, error_responses
+from reasonq.api.idempotency import IdempotencyKey
+from reasonq.api.sse import StreamResponse
+from reasonq.shared.schemas import (
     GenerationAccepted,
     GenerationCancel,
     GenerationCreate,

@@ -11,11 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from api import metrics
-from api.auth import authenticate, get_keyring, unauthorized
-from api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
-from api.errors import error_responses
-from shared.stats import read_stats
+from reasonq.api import metrics
+from reasonq.api.auth import authenticate, get_keyring, unauthorized
+from reasonq.api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
+from reasonq.api.errors import error_responses
+from reasonq.shared.stats import read_stats
 
 router = APIRouter(tags=["health"])
 LIVE_WORKER_MS = 30_000

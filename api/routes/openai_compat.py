@@ -17,14 +17,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from api.auth import PrincipalDep
-from api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
-from api.errors import ApiError, error_responses
-from api.hub import Hub
-from api.idempotency import IdempotencyKey
-from api.sse import StreamResponse
-from shared.events import parse_sse
-from shared.schemas import CHAT_OPTIONS, ChatOptions, GenerationCreate, MaxTokens, Message, Text
+from reasonq.api.auth import PrincipalDep
+from reasonq.api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
+from reasonq.api.errors import ApiError, error_responses
+from reasonq.api.hub import Hub
+from reasonq.api.idempotency import IdempotencyKey
+from reasonq.api.sse import StreamResponse
+from reasonq.shared.events import parse_sse
+from reasonq.shared.schemas import CHAT_OPTIONS, ChatOptions, GenerationCreate, MaxTokens, Message, Text
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 ID_HEADER = "X-Reasonq-Generation-Id"

@@ -23,32 +23,80 @@ document.getElementById("submit").addEventListener("submit", async (e) => {
 
 document.getElementById("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  saveKey(e.target.key.value.trim());
+  const key = e.target.key.value.trim();
+  saveKey(key);
   e.target.key.value = "";
+  document.getElementById("key-saved").textContent = key
+    ? "Saved in this browser: requests from these pages now send it."
+    : "Key removed from this browser.";
   loadRecent();
+  loadModels();
 });
+
+function recentNote(text) {
+  const note = document.getElementById("recent-note");
+  note.textContent = text;
+  note.hidden = !text;
+}
+
+function textCell(text, className) {
+  const td = document.createElement("td");
+  td.className = className;
+  td.textContent = text;
+  return td;
+}
 
 async function loadRecent() {
   const r = await fetch("/v1/generations?limit=20", { headers: authHeaders() });
-  if (r.status === 401) document.getElementById("key-box").open = true;
+  if (r.status === 401) {
+    document.getElementById("key-box").open = true;
+    document.getElementById("recent").replaceChildren();
+    recentNote(storedKey()
+      ? "This key is not accepted by the server: save another one above."
+      : "This server asks for an API key: save yours above to see your recent generations.");
+    return;
+  }
   if (!r.ok) return;
   const rows = (await r.json()).data;
+  recentNote(rows.length ? "" : "Nothing yet: your generations will be listed here.");
   const table = document.getElementById("recent");
   table.replaceChildren();
   for (const g of rows) {
     const tr = document.createElement("tr");
+    const preview = document.createElement("td");
+    preview.className = "preview";
     const link = document.createElement("a");
     link.href = `/g/${encodeURIComponent(g.id)}`;
     link.textContent = g.preview || g.id;
-    const cells = [link, g.status, g.model, new Date(g.created_at * 1000).toLocaleString()];
-    for (const value of cells) {
-      const td = document.createElement("td");
-      if (typeof value === "string") td.textContent = value; else td.appendChild(value);
-      tr.appendChild(td);
+    preview.appendChild(link);
+    const model = document.createElement("td");
+    model.className = "nowrap";
+    model.textContent = g.model;
+    if (g.simulated) {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = "simulated";
+      tag.title = "served by the built-in simulated model, not a real one";
+      model.appendChild(tag);
     }
+    tr.append(preview, textCell(g.status, "nowrap"), model,
+      textCell(new Date(g.created_at * 1000).toLocaleString(), "nowrap when"));
     table.appendChild(tr);
   }
 }
 
+async function loadModels() {
+  const r = await fetch("/v1/models", { headers: authHeaders() });
+  if (!r.ok) return;
+  const list = document.getElementById("models");
+  list.replaceChildren();
+  for (const m of (await r.json()).data) {
+    const option = document.createElement("option");
+    option.value = m.id;
+    list.appendChild(option);
+  }
+}
+
 loadRecent();
+loadModels();
 setInterval(loadRecent, 5000);

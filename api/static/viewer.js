@@ -7,7 +7,8 @@ const generationId = decodeURIComponent(location.pathname.split("/").filter(Bool
 const $ = (id) => document.getElementById(id);
 const state = {
   status: "connecting", attempt: 0, reasoning: "", content: "", reasoningDeltas: 0, contentDeltas: 0,
-  usage: null, error: null, startedAt: null, finishedAt: null, done: false, model: "",
+  usage: null, error: null, startedAt: null, finishedAt: null, done: false, model: "", simulated: false,
+  messages: null, open: false,
 };
 let renderQueued = false;
 
@@ -30,7 +31,7 @@ function render() {
   status.textContent = state.status + (state.attempt > 1 ? ` · attempt ${state.attempt}` : "");
   status.className = `status ${state.status}`;
   $("model").textContent = state.model;
-  $("sim-note").hidden = state.model !== "reasonq-sim";
+  $("sim-note").hidden = !state.simulated;
   const usage = state.usage || {};
   const reasoningTokens = usage.completion_tokens_details?.reasoning_tokens ?? state.reasoningDeltas;
   const totalTokens = usage.completion_tokens ?? state.reasoningDeltas + state.contentDeltas;
@@ -82,7 +83,24 @@ async function start() {
   subscribe();
   refreshRecord();
   refreshViewers();
-  setInterval(refreshViewers, 3000);
+  setInterval(refreshViewers, 1000);
+}
+
+function renderPrompt() {
+  const pane = $("prompt-pane");
+  const out = $("prompt");
+  out.replaceChildren();
+  for (const m of state.messages || []) {
+    const text = typeof m.content === "string" ? m.content : (m.content || []).map((p) => p.text || "").join("");
+    const role = document.createElement("div");
+    role.className = "role";
+    role.textContent = m.role;
+    const body = document.createElement("div");
+    body.className = "message";
+    body.textContent = text;
+    out.append(role, body);
+  }
+  pane.hidden = !(state.messages && state.messages.length);
 }
 
 function subscribe() {
@@ -118,6 +136,8 @@ function subscribe() {
     queueRender();
   };
   source.onopen = () => {
+    state.open = true;
+    refreshViewers();
     if (state.status === "reconnecting" || state.status === "connecting") refreshRecord();
   };
 }
@@ -128,6 +148,11 @@ async function refreshRecord() {
     if (!r.ok) return;
     const g = await r.json();
     state.model = g.model;
+    state.simulated = Boolean(g.simulated);
+    if (state.messages === null) {
+      state.messages = g.messages || [];
+      renderPrompt();
+    }
     state.startedAt = g.started_at ?? state.startedAt;
     state.finishedAt = g.finished_at ?? state.finishedAt;
     if (!state.done && state.status !== "running") state.status = g.status;
@@ -138,7 +163,11 @@ async function refreshRecord() {
 async function refreshViewers() {
   try {
     const r = await fetch(withToken(`${base}/viewers`, token));
-    if (r.ok) $("viewers").textContent = `${(await r.json()).viewers} watching`;
+    if (!r.ok) return;
+    // Counts are published every 2 s; a viewer whose stream is open is watching even before that.
+    const live = state.open && !state.done && source && source.readyState === EventSource.OPEN;
+    const n = Math.max((await r.json()).viewers, live ? 1 : 0);
+    $("viewers").textContent = `${n} watching`;
   } catch (_) { /* try again later */ }
 }
 

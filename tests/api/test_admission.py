@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from api.auth import KeyLimits, KeyRing, Principal
-from api.errors import ApiError
-from api.limits import Admission
-from shared import keys
-from shared.errors import ConfigurationError
-from shared.redis import create_redis
-from shared.settings import Settings
+from reasonq.api.auth import KeyLimits, KeyRing, Principal
+from reasonq.api.errors import ApiError
+from reasonq.api.limits import Admission
+from reasonq.shared import keys
+from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.redis import create_redis
+from reasonq.shared.settings import Settings
 
 
 def _principal(**limits: int) -> Principal:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
-from api.main import app
+from reasonq.api.main import app
 
 EXAMPLES = int(os.environ.get("REASONQ_FUZZ_EXAMPLES", "20"))
 EXCLUDED_CHECKS = {

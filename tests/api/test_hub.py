@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from api.hub import Hub
-from shared.events import StatusEvent, encode_delta, encode_event
-from shared.redis import create_redis
-from shared.schemas import GenerationCreate, Message
-from shared.store import GenerationStore
+from reasonq.api.hub import Hub
+from reasonq.shared.events import StatusEvent, encode_delta, encode_event
+from reasonq.shared.redis import create_redis
+from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.store import GenerationStore
 
 _ID = re.compile(rb"^id: (\d+)$", re.M)
 

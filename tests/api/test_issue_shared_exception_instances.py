@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from api.access import not_found
-from api.auth import KeyRing, get_principal
-from api.errors import ApiError
-from shared.settings import Settings
+from reasonq.api.access import not_found
+from reasonq.api.auth import KeyRing, get_principal
+from reasonq.api.errors import ApiError
+from reasonq.shared.settings import Settings
 
 
 def _request(app_state: Any) -> Request:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from reasonq.processes import ManagedProcess, free_port, http_ok, wait_until
-from shared.queue import create_celery
-from shared.settings import Settings
+from reasonq.shared.queue import create_celery
+from reasonq.shared.settings import Settings
 from tests.conftest import WorkerFactory, python_m
 from tests.helpers import expected_text, read_events, submit
 

@@ -235,7 +235,7 @@ def test_lost_task_message_is_found_and_dispatched(cluster: Any, redis_server: R
 
 
 def test_poison_generation_ends_failed(cluster: Any, redis_server: RedisServer) -> None:
-    from shared import keys
+    from reasonq.shared import keys
 
     c = cluster()
     c.start_api()

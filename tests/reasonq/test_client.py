@@ -11,7 +11,7 @@ import pytest
 
 from reasonq import AsyncClient, Client, ReasonqClientError
 from reasonq.processes import free_port
-from shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent
+from reasonq.shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent
 from tests.helpers import expected_text
 
 

@@ -11,7 +11,7 @@ from reasonq.logs import JsonFormatter
 
 def test_json_lines_with_generation_id() -> None:
     record = logging.LogRecord(
-        "worker.generation",
+        "reasonq.worker.generation",
         logging.INFO,
         __file__,
         1,

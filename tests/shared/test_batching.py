@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from shared.batching import ScriptBatcher
-from shared.redis import create_redis
+from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.redis import create_redis
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 BOOM = "return redis.error_reply('boom ' .. ARGV[1])"

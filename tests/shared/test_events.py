@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.events import (
+from reasonq.shared.events import (
     ContentEvent,
     DoneEvent,
     ReasoningEvent,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import keys
-from shared.settings import Settings, get_settings
+from reasonq.shared import keys
+from reasonq.shared.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

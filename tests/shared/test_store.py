@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shared import keys
-from shared.events import StatusEvent, encode_delta, encode_event
-from shared.redis import create_redis
-from shared.schemas import GenerationCreate, Message
-from shared.store import GenerationStore
+from reasonq.shared import keys
+from reasonq.shared.events import StatusEvent, encode_delta, encode_event
+from reasonq.shared.redis import create_redis
+from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.store import GenerationStore
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.chunks import ProviderStreamError, iter_chunks
+from reasonq.worker.chunks import ProviderStreamError, iter_chunks
 
 BODY = (
     b": keep-alive comment\r\n\r\n"

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ModelError
-from shared.schemas import GenerationCreate, Message
-from shared.settings import Settings
+from reasonq.shared.errors import ModelError
+from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.settings import Settings
+from reasonq.worker.model import StreamLimits, build_params, create_model_client, stream_completion
 from tests.helpers import expected_text
-from worker.model import StreamLimits, build_params, create_model_client, stream_completion
 
 KEY = "sk-model-key-should-never-leak-42"
 
@@ -96,7 +96,7 @@ def test_an_unreachable_provider_is_a_connection_error() -> None:
 
 
 def test_redaction_of_a_provider_that_echoes_the_key() -> None:
-    from shared.errors import redact
+    from reasonq.shared.errors import redact
 
     assert redact(f"bad key {KEY} given", [KEY]) == "bad key *** given"
     assert redact("nothing here", ["", "ab"]) == "nothing here"

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from shared import keys
-from shared.errors import FencedError
-from shared.events import StatusEvent, encode_event
-from shared.redis import create_redis
-from shared.schemas import GenerationCreate, Message
-from shared.store import GenerationStore
-from worker.writer import EventWriter
+from reasonq.shared import keys
+from reasonq.shared.errors import FencedError
+from reasonq.shared.events import StatusEvent, encode_event
+from reasonq.shared.redis import create_redis
+from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.store import GenerationStore
+from reasonq.worker.writer import EventWriter
 
 
 def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) -> Any:
