@@ -30,7 +30,7 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
 
     Raises:
         ApiError: 422 naming the field over its limit, 403 for a model the key may not use, 404 for a model this
-            deployment does not offer (OpenAI's answer, ``model_not_found``).
+            deployment does not offer (OpenAI's answer, ``model_not_found``; 422 in a batch line).
     """
     prefix = f"{where}: " if where else ""
     if len(body.messages) > settings.max_messages:
@@ -54,7 +54,7 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
     if not settings.offers_model(body.model):
         offered = ", ".join(settings.model_list)
         raise ApiError(
-            404,
+            422 if where else 404,  # a batch line: rejected with its line number, like any bad line
             "model_not_found",
             f"{prefix}model: {body.model!r} is not offered here (offered: {offered}; GET /v1/models lists them)",
         )

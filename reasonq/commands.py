@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -31,7 +32,13 @@ _EXIT_BY_STATUS = {"completed": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANC
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each option's default, except where there is none to show."""
+    """``--help`` shows each option's default, except where there is none to show; it wraps lines to a terminal,
+    and never when written to a pipe or a file (where a hard wrap would cut sentences in two)."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        if not sys.stdout.isatty():
+            kwargs["width"] = 10_000
+        super().__init__(prog, **kwargs)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default in (None, "", False, argparse.SUPPRESS) or not action.option_strings:
@@ -180,16 +187,19 @@ def _batch(client: Client, args: argparse.Namespace) -> int:
             if line.strip():
                 written.add(json.loads(line)["custom_id"])
     err = _err()
-    if state.exists():
+    resumed = state.exists()
+    if resumed:
         batch_id = state.read_text().strip()
-        err.print(f"resuming batch {batch_id} ({len(written)} results already in {output})", markup=False)
     else:
         raw = Path(args.input).read_bytes()
         # The file's hash as the key: submitting the same file again returns the same batch, never a second one.
         batch_id = client.submit_batch(raw, hashlib.sha256(raw).hexdigest())["id"]
         state.write_text(batch_id)
-        err.print(f"submitted batch {batch_id}", markup=False)
-    try:
+    try:  # from here on, Ctrl-C leaves a batch running on the server: say so, and how to resume
+        if resumed:
+            err.print(f"resuming batch {batch_id} ({len(written)} results already in {output})", markup=False)
+        else:
+            err.print(f"submitted batch {batch_id}", markup=False)
         return _collect_batch(client, args, batch_id, output, written, err)
     except KeyboardInterrupt:
         err.print(
@@ -241,7 +251,9 @@ def _collect_batch(
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
     answer = client.cancel(args.id)
-    if answer.cancel_requested:
+    if args.json:
+        print(json.dumps(answer.model_dump()))
+    elif answer.cancel_requested:
         print(f"{answer.id}: cancel requested (it was {answer.status}); it stops within a moment")
     else:
         print(f"{answer.id}: already {answer.status}; nothing to cancel")
@@ -271,6 +283,7 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--json", action="store_true", help="print the generation as JSON")
     p = command("cancel", "cancel a generation", _cancel)
     p.add_argument("id", help="generation id (gen_...)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p = command("batch", "run an OpenAI Batch JSONL file; writes results as they finish; resumable", _batch)
     p.add_argument("input", help="JSONL: {custom_id, method, url, body} per line")
     p.add_argument("-o", "--output", required=True, help="results JSONL (appended; rerun to resume)")

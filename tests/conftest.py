@@ -58,6 +58,7 @@ def stack_env(redis_server: RedisServer, sim_url: str) -> dict[str, str]:
         "REASONQ_BROKER_URL": redis_server.url,
         "REASONQ_MODEL_BASE_URL": f"{sim_url}/v1",
         "REASONQ_MODEL_API_KEY": MODEL_API_KEY,
+        "REASONQ_MODEL_SIMULATED": "true",  # the simulator serves every test: the pages label it
         "REASONQ_SSE_PING_S": "1",
         "REASONQ_LEASE_TTL_S": "3",
         "REASONQ_SWEEP_INTERVAL_S": "0.5",

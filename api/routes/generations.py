@@ -38,7 +38,7 @@ _ERRORS = error_responses(401, 404, 422, 503)
     "",
     status_code=202,
     response_model=GenerationAccepted,
-    responses=error_responses(401, 403, 409, 413, 422, 429, 503),
+    responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503),
 )
 async def create_generation(
     body: GenerationCreate,

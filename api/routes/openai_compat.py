@@ -151,7 +151,7 @@ async def _openai_chunks(
             "description": "A chat.completion, or with stream=true chat.completion.chunk events",
             "content": {"application/json": {}, "text/event-stream": {}},
         },
-        **error_responses(401, 403, 409, 413, 422, 429, 502, 503),
+        **error_responses(401, 403, 404, 409, 413, 415, 422, 429, 502, 503),
     },
 )
 async def chat_completions(

@@ -74,12 +74,15 @@ def test_every_endpoint_but_health_asks_for_a_key(
     assert ALICE not in r.text
 
 
-def test_health_and_pages_need_no_key(anonymous: httpx.Client) -> None:
+def test_health_and_pages_need_no_key(anonymous: httpx.Client, alice: httpx.Client) -> None:
     assert anonymous.get("/healthz").status_code == 200
     assert anonymous.get("/readyz").status_code in (200, 503)
     assert anonymous.get("/metrics").status_code == 200
     assert anonymous.get("/").status_code == 200  # static code only; data needs a key or a share link
-    assert anonymous.get("/g/gen_AAAAAAAAAAAAAAAAAAAAAA").status_code == 200
+    gid = _submit(alice, f"a page {QUICK}")
+    page = anonymous.get(f"/g/{gid}")  # the page's code; what it shows still needs a key or a share link
+    assert page.status_code == 200 and "alice" not in page.text and "a page" not in page.text
+    assert anonymous.get("/g/gen_AAAAAAAAAAAAAAAAAAAAAA").status_code == 404  # an id that does not exist
 
 
 def test_plain_and_hashed_keys_both_work(alice: httpx.Client, bob: httpx.Client) -> None:

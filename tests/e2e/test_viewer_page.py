@@ -210,3 +210,80 @@ def test_a_key_typed_into_the_page_submits_and_watches(keyed: Any, page_factory:
     gid = page.url.rsplit("/", 1)[1]
     with httpx.Client(base_url=keyed.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=30) as alice:
         assert _answer_text(page) == alice.get(f"/v1/generations/{gid}").json()["content"].strip()
+
+
+def test_a_new_user_sees_the_prompt_the_label_and_their_own_viewer(
+    client: httpx.Client, api_url: str, page_factory: Any
+) -> None:
+    """Issue 11: someone opening a link did not see the question; the watching count left the viewer out and
+    updated every 3 s."""
+    prompt = "What is shown?\nA second line. sim:reasoning_tokens=200 sim:content_tokens=10 sim:tokens_per_s=40"
+    gid = submit(client, prompt)
+    page = page_factory()
+    opened = time.monotonic()
+    page.goto(f"{api_url}/g/{gid}")
+    page.wait_for_function("document.getElementById('viewers').textContent.startsWith('1 watching')")
+    assert time.monotonic() - opened < 2.5  # within 2 s of the page's stream opening (plus page load)
+    assert page.is_visible("#prompt-pane") and not page.evaluate("document.getElementById('prompt-pane').open")
+    page.click("#prompt-pane summary")
+    shown = page.inner_text("#prompt").replace("\n", " ").strip()
+    assert shown.lower().startswith("user what is shown? a second line.")  # the role label is upper-cased by CSS
+    assert page.is_visible("#sim-note")
+    second = page_factory()
+    second.goto(f"{api_url}/g/{gid}")
+    page.wait_for_function("document.getElementById('viewers').textContent.startsWith('2 watching')", timeout=2_500)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-prompt-1280.png"), full_page=True)
+    _wait_done(page)
+
+
+def test_an_unknown_id_is_a_404_page_that_says_so(api_url: str, page_factory: Any) -> None:
+    page = page_factory()
+    response = page.goto(f"{api_url}/g/gen_doesNotExist0000000000")
+    assert response is not None and response.status == 404
+    assert "There is no generation" in page.inner_text("main")
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/static/favicon.svg")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_index_page_at_desktop_and_phone_widths(
+    client: httpx.Client, api_url: str, page_factory: Any, width: int
+) -> None:
+    """No word broken inside in the recent table; the model field offers /v1/models; saving a key confirms."""
+    gid = submit(client, "A table row with ordinary words in it sim:reasoning_tokens=2 sim:content_tokens=2")
+    wait_status(client, gid, {"completed"})
+    page = page_factory(width=width, height=900)
+    page.goto(f"{api_url}/")
+    page.wait_for_selector("#recent a")
+    # no text of a status / model / time cell is split over lines (each of its text nodes lies on one line)
+    broken = page.evaluate(
+        """[...document.querySelectorAll('#recent td.nowrap')].filter(td => td.offsetParent !== null).flatMap(td =>
+             [...td.childNodes].map(n => { const r = document.createRange(); r.selectNodeContents(n);
+               return new Set([...r.getClientRects()].map(rect => Math.round(rect.top))).size; }))
+           .filter(lines => lines > 1).length"""
+    )
+    page.screenshot(path=str(ARTIFACTS / f"index-{width}.png"), full_page=True)
+    assert broken == 0
+    # a word of the preview is never split across two lines
+    assert page.evaluate("getComputedStyle(document.querySelector('#recent td.preview')).wordBreak") == "normal"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.evaluate("[...document.querySelectorAll('#models option')].map(o => o.value)") == ["reasonq-sim"]
+    assert "simulated" in page.inner_text("#recent")
+    page.click("#key-box summary")
+    page.fill("input[name=key]", "some-key-0123456789")
+    page.click("#key-form button")
+    assert "Saved in this browser" in page.inner_text("#key-saved")
+    page.fill("input[name=key]", "")
+    page.click("#key-form button")  # an empty key removes it again
+    assert "removed" in page.inner_text("#key-saved")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"index-{width}.png"), full_page=True)
+
+
+def test_in_keys_mode_without_a_key_the_recent_list_says_one_is_needed(keyed: Any, page_factory: Any) -> None:
+    page = page_factory(width=390, height=844)
+    page.goto(keyed.url + "/")
+    page.wait_for_selector("#recent-note:not([hidden])")
+    assert "asks for an API key" in page.inner_text("#recent-note")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "index-keys-mode-390.png"), full_page=True)
