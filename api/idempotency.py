@@ -18,6 +18,10 @@ from reasonq.shared import keys
 
 T = TypeVar("T")
 MAX_LENGTH = 255
+# A claim lives this long unless the creation completes (then it lives for the retention time). A request that
+# died between its claim and its create left the key answering 409 for 24 h (issue 18); creating takes well
+# under a second (the broker send retries for at most ~1 s), and a 50,000-line batch a few seconds.
+CLAIM_TTL_S = 30
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -34,9 +38,12 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
-async def claim(redis: Redis, scope: str, client_key: str, digest: str, new_id: str, ttl_s: int) -> str | None:
-    """``None`` when this request now owns the key for ``new_id`` (it must create it, or ``release`` on
-    failure); else the id an earlier request with the same key and body created.
+async def claim(
+    redis: Redis, scope: str, client_key: str, digest: str, new_id: str, ttl_s: int = CLAIM_TTL_S
+) -> str | None:
+    """``None`` when this request now owns the key for ``new_id`` for ``ttl_s`` (it must create it and
+    ``complete`` the key, or ``release`` it on failure); else the id an earlier request with the same key and
+    body created.
 
     Raises:
         ApiError: 422 for a malformed key, 409 when the key was used with another body.
@@ -53,6 +60,11 @@ async def claim(redis: Redis, scope: str, client_key: str, digest: str, new_id: 
     if seen_digest != digest:
         raise ApiError(409, "conflict", "this Idempotency-Key was used with a different request body")
     return seen_id
+
+
+async def complete(redis: Redis, scope: str, client_key: str, retention_s: int) -> None:
+    """The creation succeeded: the key now answers with its id for the retention time."""
+    await redis.expire(keys.idempotency_key(scope, client_key), retention_s)
 
 
 async def release(redis: Redis, scope: str, client_key: str) -> None:

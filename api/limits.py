@@ -12,7 +12,6 @@ not use (403) or a ``max_tokens`` above its cap (422) would fail again on every 
 from __future__ import annotations
 
 import math
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,6 +20,7 @@ from reasonq.api.auth import Principal
 from reasonq.api.errors import ApiError
 from reasonq.shared import keys
 from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.scripts import load_script
 from reasonq.shared.settings import Settings
 
 
@@ -71,7 +71,7 @@ class Admission:
     def __init__(self, redis: Redis, retention_s: int) -> None:
         self._redis = redis
         self._retention_s = retention_s
-        self._admit = redis.register_script(resources.files("reasonq.shared").joinpath("lua", "admit.lua").read_text())
+        self._admit = load_script(redis, "admit")
 
     async def admit(self, principal: Principal, member: str, *, interactive: bool) -> None:
         """Count one creating request (``member`` is the id it will create) or refuse it.

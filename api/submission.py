@@ -6,6 +6,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -15,12 +17,14 @@ from reasonq.api import idempotency, metrics
 from reasonq.api.auth import Principal
 from reasonq.api.errors import ApiError
 from reasonq.api.limits import Admission, check_request
+from reasonq.shared.batches import BatchState, BatchStore
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
 from reasonq.shared.store import GenerationStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # "gen_" + 22 url-safe characters: 128 random bits.
 _ID_RE = re.compile(r"^gen_[A-Za-z0-9_-]{22}$")
@@ -67,32 +71,77 @@ class Submitter:
         """
         check_request(body, self.settings, principal)
         generation_id = new_generation_id()
-        if idempotency_key is None:
-            return await self._admit_and_create(body, principal, generation_id)
         store = self.store
-        scope = f"{scope}:{principal.name}"
-        digest = idempotency.body_hash(body.model_dump_json().encode())
-        earlier = await idempotency.claim(
-            store.redis, scope, idempotency_key, digest, generation_id, self.settings.retention_s
-        )
-        if earlier is not None:
+
+        async def create() -> tuple[str, float]:
+            await self.admission.admit(principal, generation_id, interactive=True)
+            try:
+                return await self._create(body, principal, generation_id)
+            except BaseException:
+                await self.admission.release(principal, generation_id)
+                raise
+
+        async def existing(earlier: str) -> tuple[str, float]:
             record = await idempotency.wait_for(lambda: store.get(earlier))
             return earlier, record.created_at
-        try:
-            return await self._admit_and_create(body, principal, generation_id)
-        except BaseException:
-            await idempotency.release(store.redis, scope, idempotency_key)
-            raise
 
-    async def _admit_and_create(
-        self, body: GenerationCreate, principal: Principal, generation_id: str
-    ) -> tuple[str, float]:
-        await self.admission.admit(principal, generation_id, interactive=True)
+        digest = idempotency.body_hash(body.model_dump_json().encode())
+        return await self._once(scope, principal, idempotency_key, digest, generation_id, create, existing)
+
+    async def submit_batch(
+        self,
+        items: list[tuple[str, GenerationCreate]],
+        principal: Principal,
+        idempotency_key: str | None,
+        digest: str,
+    ) -> BatchState:
+        """Create a batch of already validated lines (``(custom_id, request)``) and queue every task: the same
+        path as one generation (admission, idempotency, cleanup when the broker fails), counted as one request
+        and run on the batch queue. ``digest`` identifies the request body for ``Idempotency-Key``."""
+        batches = BatchStore(self.store)
+        batch_id = "batch_" + secrets.token_urlsafe(16)
+
+        async def create() -> BatchState:
+            await self.admission.admit(principal, batch_id, interactive=False)
+            try:
+                await self._create_batch(batches, batch_id, items, principal)
+            except BaseException:
+                await self.admission.release(principal, batch_id)
+                raise
+            state = await batches.get(batch_id)
+            assert state is not None
+            return state
+
+        async def existing(earlier: str) -> BatchState:
+            return await idempotency.wait_for(lambda: batches.get(earlier))
+
+        return await self._once("batches", principal, idempotency_key, digest, batch_id, create, existing)
+
+    async def _once(
+        self,
+        scope: str,
+        principal: Principal,
+        idempotency_key: str | None,
+        digest: str,
+        new_id: str,
+        create: Callable[[], Awaitable[T]],
+        existing: Callable[[str], Awaitable[T]],
+    ) -> T:
+        """``create()``, at most once per ``Idempotency-Key`` and body: a retry gets ``existing(first id)``."""
+        if idempotency_key is None:
+            return await create()
+        redis = self.store.redis
+        scope = f"{scope}:{principal.name}"
+        earlier = await idempotency.claim(redis, scope, idempotency_key, digest, new_id)
+        if earlier is not None:
+            return await existing(earlier)
         try:
-            return await self._create(body, principal, generation_id)
+            created = await create()
         except BaseException:
-            await self.admission.release(principal, generation_id)
+            await idempotency.release(redis, scope, idempotency_key)
             raise
+        await idempotency.complete(redis, scope, idempotency_key, self.settings.retention_s)
+        return created
 
     async def _create(self, body: GenerationCreate, principal: Principal, generation_id: str) -> tuple[str, float]:
         """Write the generation and queue its task.
@@ -111,17 +160,43 @@ class Submitter:
                 queue=settings.queue_name,
                 retry_policy=SEND_RETRY_POLICY,
             )
-        except (OperationalError, OSError) as e:
+        except _BROKER_ERRORS as e:
             logger.warning("generation %s: could not queue its task: %s", generation_id, e)
             await self.store.delete(generation_id, principal.name)
-            raise ApiError(
-                503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"}
-            ) from e
+            raise _broker_unavailable() from e
         logger.info("generation %s: queued (model %s, key %s)", generation_id, body.model, principal.name)
         if settings.log_bodies:
             logger.debug("generation %s: request %s", generation_id, body.model_dump_json())
         metrics.GENERATIONS_SUBMITTED.labels("single").inc()
         return generation_id, created_at
+
+    async def _create_batch(
+        self, batches: BatchStore, batch_id: str, items: list[tuple[str, GenerationCreate]], principal: Principal
+    ) -> None:
+        """Write the batch and its generations, then queue every task; on a broker failure remove them all.
+
+        Raises:
+            ApiError: 503 when the broker cannot take the tasks (issue 18: the batch and its generations stayed,
+                queued, and the recovery sweep later ran them while the client's retry created a second batch).
+        """
+        settings = self.settings
+        with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
+        generation_ids = [gid for _, gid, _ in with_ids]
+        await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None, principal.name)
+        try:
+            await dispatch_many(self.celery, generation_ids, settings.batch_queue_name)
+        except _BROKER_ERRORS as e:
+            logger.warning("batch %s: could not queue its tasks: %s", batch_id, e)
+            # Tasks already sent for these ids find no generation and do nothing.
+            await batches.delete(batch_id, generation_ids, principal.name)
+            raise _broker_unavailable() from e
+
+
+_BROKER_ERRORS = (OperationalError, OSError)
+
+
+def _broker_unavailable() -> ApiError:
+    return ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"})
 
 
 async def dispatch_many(celery: Celery, generation_ids: list[str], queue: str) -> None:

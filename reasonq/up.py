@@ -242,15 +242,18 @@ class Up:
                     f"Ctrl-C again to hand {'it' if running == 1 else 'them'} back now"
                 )
             deadline = time.monotonic() + grace_s + WORKER_EXIT_MARGIN_S
+            last_term = time.monotonic()
             while any(w.alive() for w in live) and time.monotonic() < deadline:
-                if self.stop.count >= 2 and terms_sent < 2:
-                    # A second SIGTERM makes a draining worker hand its generations back at once. Two signals
-                    # sent back to back could merge into one pending signal: the first had its moment above.
-                    time.sleep(0.2)
-                    _say("handing back now; they continue on the next start")
+                # After a second Ctrl-C, a SIGTERM every second until the workers exit: a draining worker hands
+                # its generations back on the next one. Signals sent close together can merge into one (under
+                # load the worker may not have run its handler for the first yet), so one resend is not enough.
+                if self.stop.count >= 2 and time.monotonic() - last_term >= (0.2 if terms_sent == 1 else 1.0):
+                    if terms_sent == 1:
+                        _say("handing back now; they continue on the next start")
                     for worker in live:
                         worker.signal(signal.SIGTERM)
-                    terms_sent = 2
+                    terms_sent += 1
+                    last_term = time.monotonic()
                 time.sleep(0.05)
         for proc in [*self.workers, *reversed(self.others)]:
             if proc.proc is not None:

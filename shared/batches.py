@@ -87,6 +87,15 @@ class BatchStore:
             await pipe.execute()
         return created_at
 
+    async def delete(self, batch_id: str, generation_ids: list[str], owner: str) -> None:
+        """Remove a batch and its generations (used when its tasks could not be queued)."""
+        for start in range(0, len(generation_ids), _CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for generation_id in generation_ids[start : start + _CHUNK]:
+                    self.store.queue_delete(pipe, generation_id, owner)
+                await pipe.execute()
+        await self.redis.delete(keys.batch_key(batch_id), keys.batch_items_key(batch_id))
+
     async def owner(self, batch_id: str) -> str | None:
         """The name of the client key that created the batch, ``None`` when unknown or expired."""
         status, owner = cast(list[bytes | None], await self.redis.hmget(keys.batch_key(batch_id), ["status", "owner"]))

@@ -134,3 +134,12 @@ def metrics_key() -> str:
     """Hash: deployment-wide counters and histogram buckets (tokens, ends by status, time to first token, pickup)
     that workers add to with their heartbeat and ``GET /metrics`` reads. No TTL."""
     return f"{PREFIX}metrics"
+
+
+def metrics_batch_key(batch_id: str) -> str:
+    """String: marks one batch of metric deltas as added, so a retried batch is not counted twice. Expires
+    ``METRICS_BATCH_TTL_S`` after it was added. Its hash tag puts it in ``metrics_key()``'s slot."""
+    return f"{{{metrics_key()}}}:batch:{batch_id}"
+
+
+METRICS_BATCH_TTL_S = 3_600

@@ -8,8 +8,8 @@ client here waits (bounded) for a free connection instead.
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
@@ -17,10 +17,14 @@ POOL_WAIT_S = 10.0
 
 
 def create_redis(url: str, *, max_connections: int, socket_timeout_s: float = COMMAND_TIMEOUT_S) -> Redis:
-    """A pooled asyncio client for ordinary (non-blocking) commands.
+    """A pooled asyncio client for ordinary (non-blocking) commands, which it does not resend by itself.
 
-    Retries on connection errors are safe for every command reasonq sends: reads are idempotent and the
-    store's write scripts detect a write that was already applied.
+    A command whose reply is lost may have been applied, and not every write is safe to send twice (a
+    pipeline's ``XADD`` with an explicit id, ``HINCRBY``), so retrying is the caller's decision, made where the
+    write is idempotent: the writer's appends and finish (fenced by the expected event id), a claim (its token,
+    ``store.claim``), a metrics batch (its id, ``metrics_add.lua``). Issue 18: this docstring claimed every
+    command was safe to retry; in fact the synchronous ``redis.retry.Retry`` given to these asyncio connections
+    never resent anything, and a metrics flush re-sent by its caller was counted twice.
     """
     pool = BlockingConnectionPool.from_url(
         url,
@@ -28,7 +32,7 @@ def create_redis(url: str, *, max_connections: int, socket_timeout_s: float = CO
         timeout=POOL_WAIT_S,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=0),
         health_check_interval=30,
     )
     return Redis.from_pool(pool)  # the client owns the pool and closes it

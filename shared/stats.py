@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import bisect
 import math
+import secrets
 from collections import defaultdict
 from typing import cast
 
 from redis.asyncio import Redis
 
 from reasonq.shared import keys
+from reasonq.shared.scripts import load_script
 
 # Upper bounds (seconds) of the histogram buckets; the last bucket is +Inf.
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -33,6 +35,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.pending: defaultdict[str, float] = defaultdict(float)
+        self._unsent: tuple[str, dict[str, float]] | None = None  # a batch whose add may or may not have applied
 
     def observe(self, name: str, value_s: float) -> None:
         """One observation of histogram ``name`` (``ttft`` or ``pickup``), in seconds."""
@@ -50,19 +53,29 @@ class Stats:
         self.pending["tokens"] += n
 
     async def flush(self, redis: Redis) -> None:
-        """Add the pending observations to the deployment's hash (kept for the next flush if Redis fails)."""
+        """Add the pending observations to the deployment's hash.
+
+        Each batch has an id and is applied at most once (``metrics_add.lua``): a batch whose reply was lost is
+        sent again, with the same id, before anything newer, so it is neither lost nor counted twice.
+        """
+        if self._unsent is not None:
+            await add_metrics(redis, *self._unsent)
+            self._unsent = None
         if not self.pending:
             return
-        batch, self.pending = self.pending, defaultdict(float)
-        try:
-            async with redis.pipeline(transaction=False) as pipe:
-                for field, amount in batch.items():
-                    pipe.hincrbyfloat(keys.metrics_key(), field, amount)
-                await pipe.execute()
-        except BaseException:
-            for field, amount in batch.items():
-                self.pending[field] += amount
-            raise
+        self._unsent = (secrets.token_hex(8), dict(self.pending))
+        self.pending = defaultdict(float)
+        await add_metrics(redis, *self._unsent)
+        self._unsent = None
+
+
+async def add_metrics(redis: Redis, batch_id: str, deltas: dict[str, float]) -> bool:
+    """Add ``deltas`` to the metrics hash unless batch ``batch_id`` was added already; whether it was added."""
+    args: list[str | float] = [keys.METRICS_BATCH_TTL_S]
+    for field, amount in deltas.items():
+        args += [field, amount]
+    script = load_script(redis, "metrics_add")
+    return bool(await script(keys=[keys.metrics_key(), keys.metrics_batch_key(batch_id)], args=args))
 
 
 async def read_stats(redis: Redis) -> dict[str, float]:

@@ -6,14 +6,18 @@ expected last event id atomically, so a stale attempt can never append and a ret
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal, cast
 
 import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reasonq.shared import keys
 from reasonq.shared.batching import ScriptBatcher
@@ -28,18 +32,18 @@ from reasonq.shared.events import (
     parse_entry,
 )
 from reasonq.shared.schemas import GenerationCreate, GenerationPublic
+from reasonq.shared.scripts import load_script
+from reasonq.shared.stats import add_metrics
 
 # The owner of everything created in open mode (no client keys), and of records from before keys existed.
 ANONYMOUS = "anonymous"
 # What XRANGE/XREVRANGE answer with decode_responses=False.
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
+logger = logging.getLogger(__name__)
+CLAIM_RESENDS = 3  # a claim whose reply was lost is sent again this many times (same token)
+
 # (type, data, text): text is what a reasoning/content event adds to the record's running text, else "".
 EventTriple = tuple[str, bytes, str]
-
-
-def _load_script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("reasonq.shared").joinpath("lua", f"{name}.lua").read_text()
-    return redis.register_script(source)
 
 
 def _text(value: bytes | None) -> str | None:
@@ -88,12 +92,12 @@ class GenerationStore:
         self.redis = redis
         self._batcher = batcher
         self._simulated = simulated
-        self._claim = _load_script(redis, "claim")
-        self._append = _load_script(redis, "append")
-        self._finish = _load_script(redis, "finish")
-        self._renew = _load_script(redis, "renew")
-        self._requeue = _load_script(redis, "requeue")
-        self._cancel = _load_script(redis, "cancel")
+        self._claim = load_script(redis, "claim")
+        self._append = load_script(redis, "append")
+        self._finish = load_script(redis, "finish")
+        self._renew = load_script(redis, "renew")
+        self._requeue = load_script(redis, "requeue")
+        self._cancel = load_script(redis, "cancel")
         self._revoke = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'share_epoch', 1) end"
         )
@@ -145,10 +149,14 @@ class GenerationStore:
     async def delete(self, generation_id: str, owner: str) -> None:
         """Remove every key of a generation (used when its task could not be queued)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*keys.generation_keys(generation_id))
-            pipe.zrem(keys.queued_key(), generation_id)
-            pipe.zrem(keys.recent_key(owner), generation_id)
+            self.queue_delete(pipe, generation_id, owner)
             await pipe.execute()
+
+    def queue_delete(self, pipe: Any, generation_id: str, owner: str) -> None:
+        """Add the commands that remove one generation to ``pipe`` (to remove many in one round trip)."""
+        pipe.delete(*keys.generation_keys(generation_id))
+        pipe.zrem(keys.queued_key(), generation_id)
+        pipe.zrem(keys.recent_key(owner), generation_id)
 
     async def access_of(self, generation_id: str) -> tuple[str, int] | None:
         """``(owner, share_epoch)`` of a generation, ``None`` when unknown or expired."""
@@ -348,10 +356,21 @@ class GenerationStore:
         (the current attempt's own worker starts the next one). ``keep_text`` continues the text instead of
         clearing it.
         """
-        args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms, int(handover), int(keep_text)]
+        token = secrets.token_hex(8)  # one per claim: a resend of this call is recognised as the same claim
+        args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms, int(handover), int(keep_text), token]
         for event_type, data in events:
             args += [event_type, data]
-        reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
+        for resend in range(CLAIM_RESENDS + 1):
+            try:
+                reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                # Lost on the way there or back: the script may have run. The same token makes the resend
+                # answer 'claimed' if it did, so the attempt is never left owned by nobody (issue 18).
+                if resend == CLAIM_RESENDS:
+                    raise
+                logger.warning("generation %s: claim not confirmed (%s); sending it again", generation_id, e)
+                await asyncio.sleep(0.05 * 2**resend)
         outcome = reply[0].decode()
         if outcome == "claimed":
             return ClaimResult("claimed", seq=int(reply[1]))
@@ -449,6 +468,6 @@ class GenerationStore:
         outcome = reply[0].decode()
         if outcome == "requested":
             await self.redis.publish(keys.cancel_channel(), generation_id)
-        elif outcome == "cancelled":  # a queued one ends here, not in a worker: count its end here too
-            await self.redis.hincrbyfloat(keys.metrics_key(), "ended:cancelled", 1)
+        elif outcome == "cancelled":  # a queued one ends here, not in a worker: count its end here too (once)
+            await add_metrics(self.redis, f"cancel:{generation_id}", {"ended:cancelled": 1})
         return outcome, reply[1].decode() if len(reply) > 1 else ""

@@ -13,6 +13,14 @@ from httpx_sse import connect_sse
 from reasonq.simulator.script import build_script
 
 
+class UnexpectedStatus(AssertionError):
+    """The events endpoint answered something other than 200."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status_code}: {body!r}")
+        self.status_code = status_code
+
+
 @dataclass(frozen=True)
 class Ev:
     """One SSE event as a viewer received it."""
@@ -60,7 +68,8 @@ def read_events(
         headers=headers,
         timeout=httpx.Timeout(timeout_s),
     ) as source:
-        assert source.response.status_code == 200, source.response.read()
+        if source.response.status_code != 200:
+            raise UnexpectedStatus(source.response.status_code, source.response.read())
         for sse in source.iter_sse():
             if not sse.data:  # a keep-alive comment (httpx-sse still yields a block for it)
                 continue
@@ -102,8 +111,9 @@ def assert_consecutive(events: list[Ev], start: int = 1) -> None:
 
 
 def follow_resuming(base_url: str, generation_id: str, timeout_s: float = 90) -> tuple[list[Ev], int]:
-    """Read to ``done`` the way a contract-following client does: on a dropped or ended connection, resume with
-    Last-Event-ID. Returns the events and the number of reconnections."""
+    """Read to ``done`` the way a contract-following client does: on a dropped or ended connection, or a 5xx
+    while the API restarts, resume with Last-Event-ID. A 4xx fails at once (issue 18: a 404 or 422 regression
+    showed as a 90 s timeout). Returns the events and the number of reconnections."""
     deadline = time.monotonic() + timeout_s
     events: list[Ev] = []
     reconnects = 0
@@ -112,7 +122,11 @@ def follow_resuming(base_url: str, generation_id: str, timeout_s: float = 90) ->
             with httpx.Client(base_url=base_url, timeout=httpx.Timeout(10, read=30)) as client:
                 last = events[-1].id if events else None
                 more = read_events(client, generation_id, last_event_id=last, timeout_s=30)
-        except (httpx.HTTPError, AssertionError):
+        except httpx.HTTPError:
+            more = []
+        except UnexpectedStatus as e:
+            if e.status_code < 500:
+                raise
             more = []
         events += more
         if events and events[-1].type == "done":

@@ -23,6 +23,7 @@ from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
 from reasonq.worker.writer import CancelRequested, EventWriter
 
 logger = logging.getLogger(__name__)
+DECLINE_DELAY_S = 0.5
 
 
 @dataclass
@@ -144,6 +145,14 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     if target.status in TERMINAL_STATUSES:
         logger.info("generation %s: already %s, nothing to run", generation_id, target.status)
         return "finished"
+    if runtime.shutting_down:
+        # A draining worker starts nothing: a message it still receives (its own hand-back among them, found
+        # by `reasonq up`'s tests) goes back to the queue for another worker, or for this one's next start.
+        await asyncio.sleep(DECLINE_DELAY_S)  # no tight loop if it receives the message again
+        queues = await store.queues_of([generation_id])
+        await runtime.dispatch(generation_id, queues.get(generation_id, ""))
+        logger.info("generation %s: not started (worker shutting down); sent back to its queue", generation_id)
+        return "declined"
     if target.losses >= settings.max_worker_losses:
         return await _give_up(runtime, generation_id, target)
     attempt = await _claim(runtime, generation_id, target)
@@ -175,7 +184,7 @@ async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarg
     attempt = await _claim(runtime, generation_id, target)
     if isinstance(attempt, str):
         return attempt.split()[0]
-    writer = EventWriter(runtime.store, generation_id, attempt.number, attempt.seq, 0.0)
+    writer = _new_writer(runtime, generation_id, attempt)  # the settings' outage, not a default (issue 18)
     error = {
         "type": "too_many_attempts",
         "message": f"gave up after losing {target.losses} workers while running this generation",
@@ -205,6 +214,8 @@ async def _stream_attempts(
             # Time to first token is the generation's: only attempt 1 (retries before any token included).
             created_at=target.created_at if attempt.number == 1 else None,
         )
+        if running.stop_reason is not None:  # asked to stop between two upstream requests
+            return await _stopped(runtime, running, writer, counter, running.stop_reason)
         params = build_params(target.request, model, attempt.continue_content)
         running.stream_task = asyncio.create_task(
             stream_completion(runtime.model_client, params, counter, runtime.secrets, limits)
@@ -234,41 +245,57 @@ async def _stream_attempts(
             await writer.abandon()
             return "fenced"
         except ModelError as e:
-            if not e.retryable or retries >= settings.provider_max_retries:
-                logger.warning("generation %s: model failed: %s", generation_id, e.message)
-                await writer.finish(
-                    "failed",
-                    usage=counter.usage() if counter.tokens else None,
-                    error=e.to_dict(),
-                    retention_s=settings.retention_s,
+            # Ending or handing over the attempt writes to Redis: a fence found there is a fence (issue 18:
+            # it escaped this arm to the Celery task).
+            try:
+                if not e.retryable or retries >= settings.provider_max_retries:
+                    logger.warning("generation %s: model failed: %s", generation_id, e.message)
+                    await writer.finish(
+                        "failed",
+                        usage=counter.usage() if counter.tokens else None,
+                        error=e.to_dict(),
+                        retention_s=settings.retention_s,
+                    )
+                    return "failed"
+                retries += 1
+                if counter.tokens == 0:
+                    delay_s = _retry_delay_s(runtime, retries - 1, e)
+                    logger.warning("generation %s: %s; retry %d in %.1f s", generation_id, e.message, retries, delay_s)
+                    writer.add_event(
+                        StatusEvent(status="running", attempt=writer.attempt, retry_in_s=delay_s, reason=e.message)
+                    )
+                    # The sleep is the running task, so a cancel or a shutdown stops it at once (issue 18:
+                    # stop() cancelled only the finished stream, and the backoff, up to 30 s, ran out first).
+                    running.stream_task = asyncio.create_task(asyncio.sleep(delay_s))
+                    try:
+                        await running.stream_task
+                    except asyncio.CancelledError:
+                        if running.stop_reason is None:
+                            raise  # the runtime itself is closing
+                        return await _stopped(runtime, running, writer, counter, running.stop_reason)
+                    continue
+                # The stream broke after tokens flowed: a new attempt, by this same worker.
+                logger.warning(
+                    "generation %s: stream broke after %d tokens (%s); new attempt",
+                    generation_id,
+                    counter.tokens,
+                    e.message,
                 )
-                return "failed"
-            retries += 1
-            if counter.tokens == 0:
-                delay_s = _retry_delay_s(runtime, retries - 1, e)
-                logger.warning("generation %s: %s; retry %d in %.1f s", generation_id, e.message, retries, delay_s)
-                writer.add_event(
-                    StatusEvent(status="running", attempt=writer.attempt, retry_in_s=delay_s, reason=e.message)
-                )
-                await asyncio.sleep(delay_s)
-                continue
-            # The stream broke after tokens flowed: a new attempt, by this same worker.
-            logger.warning(
-                "generation %s: stream broke after %d tokens (%s); new attempt",
-                generation_id,
-                counter.tokens,
-                e.message,
-            )
-            await writer.close()
-            fresh = await runtime.store.load_claim_target(generation_id)
-            if fresh is None or fresh.status != "running" or fresh.attempt != writer.attempt:
+                await writer.close()
+                fresh = await runtime.store.load_claim_target(generation_id)
+                if fresh is None or fresh.status != "running" or fresh.attempt != writer.attempt:
+                    return "fenced"
+                next_attempt = await _claim(runtime, generation_id, fresh, handover=True, reason="provider_error")
+                if isinstance(next_attempt, str):
+                    return next_attempt.split()[0]
+                attempt = next_attempt
+                running.attempt = attempt.number
+                writer = _new_writer(runtime, generation_id, attempt)
+
+            except FencedError:
+                logger.warning("generation %s: attempt %d was fenced off; stopping", generation_id, writer.attempt)
+                await writer.abandon()
                 return "fenced"
-            next_attempt = await _claim(runtime, generation_id, fresh, handover=True, reason="provider_error")
-            if isinstance(next_attempt, str):
-                return next_attempt.split()[0]
-            attempt = next_attempt
-            running.attempt = attempt.number
-            writer = _new_writer(runtime, generation_id, attempt)
 
 
 async def _stopped(

@@ -56,7 +56,7 @@ class EventWriter:
         attempt: int,
         seq: int,
         interval_s: float,
-        outage_s: float = 30.0,
+        outage_s: float,
         max_interval_s: float | None = None,
     ) -> None:
         self._store = store
@@ -191,7 +191,8 @@ class EventWriter:
         finish_reason: str | None = None,
         usage: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        retention_s: int = 86_400,
+        *,
+        retention_s: int,
     ) -> None:
         """Write what is pending, the final ``status`` and the ``done`` event, and start the retention clock."""
         await self._stop()

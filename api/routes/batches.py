@@ -9,7 +9,6 @@ so a long batch never holds the slots interactive requests need.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -20,13 +19,12 @@ from pydantic import ValidationError
 
 from reasonq.api import idempotency
 from reasonq.api.auth import Principal, PrincipalDep
-from reasonq.api.deps import CeleryDep, SettingsDep, StoreDep, SubmitterDep
+from reasonq.api.deps import SettingsDep, StoreDep, SubmitterDep
 from reasonq.api.errors import ApiError, error_responses
 from reasonq.api.idempotency import IdempotencyKey
 from reasonq.api.limits import check_request
 from reasonq.api.routes.openai_compat import ChatCompletionRequest
 from reasonq.api.sse import StreamResponse
-from reasonq.api.submission import dispatch_many, new_generation_id
 from reasonq.shared.batches import BatchStore
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
@@ -112,13 +110,11 @@ _BATCH_BODY = {
 
 
 @router.post(
-    "", status_code=200, responses=error_responses(401, 403, 409, 413, 422, 429, 503), openapi_extra=_BATCH_BODY
+    "", status_code=200, responses=error_responses(401, 403, 409, 413, 415, 422, 429, 503), openapi_extra=_BATCH_BODY
 )
 async def create_batch(
     request: Request,
     principal: PrincipalDep,
-    store: StoreDep,
-    celery: CeleryDep,
     submitter: SubmitterDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
@@ -130,42 +126,8 @@ async def create_batch(
     """
     raw = await request.body()
     items = _validate(_lines(raw, request.headers.get("content-type", "")), settings, principal)
-    batches = BatchStore(store)
-    batch_id = "batch_" + secrets.token_urlsafe(16)
-    scope = f"batches:{principal.name}"
-    if idempotency_key is not None:
-        digest = idempotency.body_hash(raw)
-        earlier = await idempotency.claim(store.redis, scope, idempotency_key, digest, batch_id, settings.retention_s)
-        if earlier is not None:
-            return JSONResponse((await idempotency.wait_for(lambda: batches.get(earlier))).to_dict())
-    admission = submitter.admission
-    try:
-        await admission.admit(principal, batch_id, interactive=False)
-        try:
-            await _create(batches, batch_id, items, celery, settings, principal.name)
-        except BaseException:
-            await admission.release(principal, batch_id)
-            raise
-    except BaseException:
-        if idempotency_key is not None:
-            await idempotency.release(store.redis, scope, idempotency_key)
-        raise
-    state = await batches.get(batch_id)
-    assert state is not None
+    state = await submitter.submit_batch(items, principal, idempotency_key, idempotency.body_hash(raw))
     return JSONResponse(state.to_dict())
-
-
-async def _create(
-    batches: BatchStore,
-    batch_id: str,
-    items: list[tuple[str, GenerationCreate]],
-    celery: Any,
-    settings: Settings,
-    owner: str,
-) -> None:
-    with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
-    await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None, owner)
-    await dispatch_many(celery, [gid for _, gid, _ in with_ids], settings.batch_queue_name)
 
 
 def _no_batch() -> ApiError:

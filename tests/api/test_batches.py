@@ -80,3 +80,40 @@ def test_cancel_and_idempotency_and_progress_events(client: httpx.Client) -> Non
     assert done["status"] == "cancelled" and done["request_counts"]["failed"] == 4
     events = client.get(f"/v1/batches/{first['id']}/events").text
     assert "event: done" in events and '"status":"cancelled"' in events
+
+
+def test_issue18_a_batch_the_broker_refuses_leaves_nothing_and_its_retry_creates_one(
+    cluster: Any, redis_server: Any, tmp_path: Any
+) -> None:
+    """Issue 18: batches had a second creation path; when the broker failed, kombu's error became a 500, the
+    batch and its generations stayed queued (the sweep later ran them), and the client's retry, its
+    Idempotency-Key released, created a second batch. Batches now go through the one submitter."""
+    import redis as redis_sync
+
+    from reasonq.processes import RedisServer, free_port
+
+    broker_port = free_port()
+    db_url = redis_server.url.removesuffix("/0") + "/2"
+    data = redis_sync.Redis.from_url(db_url)
+    data.flushdb()
+    c = cluster({"REASONQ_REDIS_URL": db_url, "REASONQ_BROKER_URL": f"redis://127.0.0.1:{broker_port}/0"})
+    c.start_api()
+    body = _jsonl([_line(f"l{i}", f"broker down {i} sim:reasoning_tokens=2") for i in range(20)])
+    headers = {"content-type": "application/jsonl", "Idempotency-Key": secrets.token_hex(8)}
+    with httpx.Client(base_url=c.url, timeout=60) as client:
+        refused = client.post("/v1/batches", content=body, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert "task queue is unavailable" in refused.json()["error"]["message"]
+        assert refused.headers["retry-after"] == "1"
+        left = [k.decode() for k in data.scan_iter("rq:*") if not k.startswith((b"rq:key:", b"rq:share"))]
+        assert [k for k in left if k.startswith(("rq:gen:", "rq:batch:"))] == [] and data.zcard("rq:queued") == 0
+        broker = RedisServer(broker_port, tmp_path / "broker", persist=False).start()
+        try:
+            created = client.post("/v1/batches", content=body, headers=headers)
+            again = client.post("/v1/batches", content=body, headers=headers)
+        finally:
+            broker.stop()
+    assert created.status_code == again.status_code == 200, created.text
+    assert created.json()["id"] == again.json()["id"]
+    assert len([k for k in data.scan_iter("rq:batch:*") if not k.endswith(b":items")]) == 1  # one batch
+    assert data.zcard("rq:queued") == 20  # its 20 generations, queued once (no worker serves this broker)

@@ -63,3 +63,42 @@ def test_chat_completions_retry_answers_from_the_same_generation(client: httpx.C
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
     assert first.headers["x-reasonq-generation-id"] == again.headers["x-reasonq-generation-id"]
+
+
+def test_issue18_a_claim_left_by_a_crashed_request_expires_in_seconds(
+    redis_server: object, client: httpx.Client
+) -> None:
+    """Issue 18: a request that claimed an Idempotency-Key and died before creating left the key answering 409
+    for the whole retention time (24 h). A claim now lives ``CLAIM_TTL_S``; a completed one the retention."""
+    import asyncio
+
+    from reasonq.api import idempotency
+    from reasonq.shared import keys
+    from reasonq.shared.redis import create_redis
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    key = secrets.token_hex(8)
+
+    async def crashed_claim() -> int:
+        redis = create_redis(url, max_connections=2)
+        try:
+            assert await idempotency.claim(redis, "generations:anonymous", key, "d" * 32, "gen_never_created") is None
+            return int(await redis.ttl(keys.idempotency_key("generations:anonymous", key)))
+        finally:
+            await redis.aclose()
+
+    ttl_s = asyncio.run(crashed_claim())
+    assert 0 < ttl_s <= idempotency.CLAIM_TTL_S <= 60
+
+    # a completed creation keeps its key for the retention time
+    done = secrets.token_hex(8)
+    assert client.post("/v1/generations", json=BODY, headers={"Idempotency-Key": done}).status_code == 202
+
+    async def ttl_of(client_key: str) -> int:
+        redis = create_redis(url, max_connections=2)
+        try:
+            return int(await redis.ttl(keys.idempotency_key("generations:anonymous", client_key)))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(ttl_of(done)) > 3_600

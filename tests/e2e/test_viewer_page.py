@@ -219,7 +219,7 @@ def test_a_new_user_sees_the_prompt_the_label_and_their_own_viewer(
     updated every 3 s."""
     prompt = "What is shown?\nA second line. sim:reasoning_tokens=200 sim:content_tokens=10 sim:tokens_per_s=40"
     gid = submit(client, prompt)
-    page = page_factory()
+    page = page_factory(width=1280, height=900)
     opened = time.monotonic()
     page.goto(f"{api_url}/g/{gid}")
     page.wait_for_function("document.getElementById('viewers').textContent.startsWith('1 watching')")

@@ -26,7 +26,7 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
             gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
         )
         claim = await store.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
-        writer = EventWriter(store, gid, 1, claim.seq, interval_s)
+        writer = EventWriter(store, gid, 1, claim.seq, interval_s, outage_s=30.0)
         try:
             return await body(store, gid, writer)
         finally:
@@ -41,7 +41,7 @@ def test_a_burst_of_tokens_becomes_few_events(unit_redis_url: str) -> None:
             writer.add("reasoning" if i < 1_500 else "content", f" t{i}")
             if i % 100 == 0:
                 await asyncio.sleep(0)  # let the writer run, as a real stream's awaits would
-        await writer.finish("completed", "stop", {"completion_tokens": 2000}, None)
+        await writer.finish("completed", "stop", {"completion_tokens": 2000}, None, retention_s=120)
         record = await store.get(gid)
         assert record is not None
         assert record.reasoning == "".join(f" t{i}" for i in range(1_500))
@@ -61,7 +61,7 @@ def test_slow_tokens_are_written_at_once(unit_redis_url: str) -> None:
             await asyncio.sleep(0.03)  # slower than the 10 ms window
             events = await store.read_events(gid, 0, 100)
             assert events[-1].data == b'{"delta":"w%d"}' % i  # already in Redis, not held back
-        await writer.finish("completed", "stop")
+        await writer.finish("completed", "stop", retention_s=120)
 
     run_with_writer(unit_redis_url, body)
 
@@ -74,7 +74,7 @@ def test_a_fenced_writer_stops(unit_redis_url: str) -> None:
         with pytest.raises(FencedError):
             writer.add("content", "later")
         with pytest.raises(FencedError):
-            await writer.finish("completed", "stop")
+            await writer.finish("completed", "stop", retention_s=120)
         assert (await store.get(gid)).content == ""  # type: ignore[union-attr]
 
     run_with_writer(unit_redis_url, body)
@@ -93,13 +93,13 @@ def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(unit_red
             writer.add("content", f" s{i}")
             await asyncio.sleep(0.02)
             assert (await store.get_text(gid))[1].endswith(f" s{i}")
-        await writer.finish("completed", "stop")
+        await writer.finish("completed", "stop", retention_s=120)
         text = (await store.get(gid)).content  # type: ignore[union-attr]
         assert text == "".join(f" f{i}" for i in range(500)) + " s0 s1 s2"
 
     async def run_adaptive(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         await writer.abandon()
-        adaptive = EventWriter(store, gid, 1, writer.seq, 0.01, max_interval_s=0.05)
+        adaptive = EventWriter(store, gid, 1, writer.seq, 0.01, outage_s=30.0, max_interval_s=0.05)
         await body(store, gid, adaptive)
 
     run_with_writer(unit_redis_url, run_adaptive)

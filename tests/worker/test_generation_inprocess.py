@@ -1,0 +1,98 @@
+"""``run_generation`` driven in process, with no broker: a real redis-server and the simulator (issue 18).
+
+Each test builds a ``WorkerRuntime`` (its own event loop thread, Redis pool and model client) on the suite's
+unit database and runs one generation through the same function the Celery task calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from reasonq.shared import keys
+from reasonq.shared.events import DATA_FIELD, TYPE_FIELD
+from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.settings import Settings
+from reasonq.worker.generation import run_generation
+from reasonq.worker.runtime import WorkerRuntime
+from tests.conftest import MODEL_API_KEY
+
+
+@pytest.fixture
+def make_runtime(unit_redis_url: str, sim_url: str) -> Iterator[Any]:
+    made: list[WorkerRuntime] = []
+
+    def make(**overrides: Any) -> WorkerRuntime:
+        settings = Settings(
+            redis_url=unit_redis_url,
+            model_base_url=f"{sim_url}/v1",
+            model_api_key=MODEL_API_KEY,
+            lease_ttl_s=30,
+            **overrides,
+        )
+        runtime = WorkerRuntime(settings)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def _create(runtime: WorkerRuntime, prompt: str) -> str:
+    gid = "gen_" + secrets.token_urlsafe(16)
+    request = GenerationCreate(messages=[Message(role="user", content=prompt)])
+    runtime.run(runtime.store.create(gid, request, time.time(), "q", "anonymous"))
+    return gid
+
+
+def _events(runtime: WorkerRuntime, gid: str) -> list[tuple[str, dict[str, Any]]]:
+    async def read() -> list[tuple[str, dict[str, Any]]]:
+        entries = await runtime.redis.xrange(keys.events_key(gid))
+        return [(fields[TYPE_FIELD].decode(), orjson.loads(fields[DATA_FIELD])) for _, fields in entries]
+
+    return runtime.run(read())
+
+
+def _wait_for_retry_status(runtime: WorkerRuntime, gid: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(kind == "status" and data.get("retry_in_s") for kind, data in _events(runtime, gid)):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no retry status event for {gid}: {_events(runtime, gid)}")
+
+
+def test_issue18_cancel_during_the_provider_backoff_stops_at_once(make_runtime: Any) -> None:
+    """Issue 18: `RunningGeneration.stop` cancelled only the finished stream task, so a cancel during the
+    backoff sleep waited it out (up to 30 s) and opened a new upstream request first."""
+    runtime = make_runtime(provider_max_retries=3, provider_backoff_s=8.0, provider_backoff_max_s=8.0)
+    gid = _create(runtime, "backoff cancel sim:status=503")
+    future = asyncio.run_coroutine_threadsafe(run_generation(runtime, gid), runtime._loop)
+    _wait_for_retry_status(runtime, gid)
+    asked = time.monotonic()
+    runtime._loop.call_soon_threadsafe(runtime.running[gid].stop, "cancel")
+    assert future.result(timeout=10) == "cancelled"
+    assert time.monotonic() - asked < 0.5
+    record = runtime.run(runtime.store.get(gid))
+    assert record is not None and record.status == "cancelled"
+
+
+def test_issue18_a_fence_found_while_ending_a_failed_attempt_is_a_fence(make_runtime: Any) -> None:
+    """Issue 18: `writer.finish` in the `except ModelError` arm raised `FencedError`, which the `except
+    FencedError` arm beside it could not catch: it escaped to the Celery task."""
+    runtime = make_runtime(provider_max_retries=1, provider_backoff_s=1.0, provider_backoff_max_s=1.0)
+    gid = _create(runtime, "fenced at the end sim:status=503")
+    future = asyncio.run_coroutine_threadsafe(run_generation(runtime, gid), runtime._loop)
+    _wait_for_retry_status(runtime, gid)
+    # another worker takes the generation over while this one waits to retry (its attempt number moves on)
+    runtime.run(runtime.redis.hincrby(keys.record_key(gid), "attempt", 1))
+    assert future.result(timeout=20) == "fenced"
+    record = runtime.run(runtime.store.get(gid))
+    assert record is not None and record.status == "running"  # left to the attempt that owns it
