@@ -20,17 +20,11 @@ from fastapi import Depends, Path, Query, Request
 
 from reasonq.api.auth import authenticate, get_keyring, unauthorized
 from reasonq.api.deps import StoreDep
-from reasonq.api.errors import ApiError
+from reasonq.api.errors import ApiError, not_found
 from reasonq.api.submission import checked_id
 from reasonq.shared import keys
 from reasonq.shared.settings import Settings
 from reasonq.shared.store import GenerationStore
-
-
-def not_found() -> ApiError:
-    """The 404 of an unknown, expired or another key's generation (always the same answer)."""
-    return ApiError(404, "not_found", "no generation with this id")
-
 
 GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
 ShareToken = Annotated[

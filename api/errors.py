@@ -14,6 +14,8 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from reasonq.shared.errors import ReasonqError
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,7 +52,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
 
 
-class ApiError(Exception):
+class ApiError(ReasonqError):
     """An error answer raised by a route.
 
     Args:
@@ -66,6 +68,11 @@ class ApiError(Exception):
         self.error_type = error_type
         self.message = message
         self.headers = headers
+
+
+def not_found() -> ApiError:
+    """The 404 of an unknown, expired or another key's generation: one body for all, so ids cannot be probed."""
+    return ApiError(404, "not_found", "no generation with this id")
 
 
 def error_response(

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from reasonq.api import metrics
 from reasonq.shared import keys
+from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import StoredEvent, parse_entry, to_sse
 from reasonq.shared.redis import create_blocking_redis
 from reasonq.shared.store import GenerationStore
@@ -38,7 +39,7 @@ VIEWERS_PUBLISH_S = 2.0
 REDIS_GONE_FRAME = b"retry: 1000\n: event source unavailable; reconnect with Last-Event-ID\n\n"
 
 
-class HubUnavailable(Exception):
+class HubUnavailable(ReasonqError):
     """The hub lost Redis; viewers end their response and the client resumes with Last-Event-ID."""
 
 

@@ -12,13 +12,14 @@ not use (403) or a ``max_tokens`` above its cap (422) would fail again on every 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from reasonq.api.auth import Principal
 from reasonq.api.errors import ApiError
 from reasonq.shared import keys
+from reasonq.shared.events import TERMINAL_STATUSES
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.scripts import load_script
 from reasonq.shared.settings import Settings
@@ -65,6 +66,10 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
             raise ApiError(422, "invalid_request", f"{prefix}max_tokens: at most {limits.max_tokens} for this key")
 
 
+# A member with no record yet is being created (or its creation failed): it counts for this long.
+PENDING_CREATE_MS = 60_000
+
+
 class Admission:
     """Counts creating requests against a key's per-minute and concurrency limits, atomically."""
 
@@ -82,15 +87,10 @@ class Admission:
         limits = principal.limits
         if not limits.rpm and not (limits.concurrent and interactive):
             return
-        args: list[Any] = [
-            limits.rpm,
-            limits.concurrent,
-            member,
-            keys.record_key(""),
-            int(interactive),
-            self._retention_s,
-        ]
+        args: list[Any] = [limits.rpm, limits.concurrent, member, int(interactive), self._retention_s]
         outcome, value = await self._admit(keys=self._keys(principal), args=args)
+        if outcome == b"full" and await self._prune_ended(principal):
+            outcome, value = await self._admit(keys=self._keys(principal), args=args)
         if outcome == b"rpm":
             retry_s = max(1, math.ceil(int(value) / 1000))
             raise ApiError(
@@ -99,13 +99,35 @@ class Admission:
                 f"this key may create {limits.rpm} requests per minute; retry in {retry_s} s",
                 {"Retry-After": str(retry_s)},
             )
-        if outcome == b"concurrent":
+        if outcome == b"full":
             raise ApiError(
                 429,
                 "too_many_running",
                 f"this key may have {limits.concurrent} generations queued or running at once; retry when one ends",
                 {"Retry-After": "1"},
             )
+
+    async def _prune_ended(self, principal: Principal) -> int:
+        """Drop from the key's active set the generations that ended (or whose creation never happened, after
+        ``PENDING_CREATE_MS``); how many were dropped. Safe beside concurrent admissions: the script re-checks
+        the set's size atomically, and removing an ended member twice is harmless."""
+        active_key = keys.key_active_key(principal.name)
+        members = cast(list[tuple[bytes, float]], await self._redis.zrange(active_key, 0, -1, withscores=True))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member, _ in members:
+                pipe.hget(keys.record_key(member.decode()), "status")
+            statuses = cast(list[bytes | None], await pipe.execute())
+        now_s, now_us = await self._redis.time()
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        ended = [
+            member
+            for (member, score), status in zip(members, statuses, strict=True)
+            if (status is not None and status.decode() in TERMINAL_STATUSES)
+            or (status is None and score < now_ms - PENDING_CREATE_MS)
+        ]
+        if ended:
+            await self._redis.zrem(active_key, *ended)
+        return len(ended)
 
     async def release(self, principal: Principal, member: str) -> None:
         """Un-count a request whose creation failed (so a failure costs the key nothing)."""

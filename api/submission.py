@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reasonq.api import idempotency, metrics
 from reasonq.api.auth import Principal
-from reasonq.api.errors import ApiError
+from reasonq.api.errors import ApiError, not_found
 from reasonq.api.limits import Admission, check_request
 from reasonq.shared.batches import BatchState, BatchStore
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
@@ -38,7 +38,7 @@ def new_generation_id() -> str:
 def checked_id(generation_id: str) -> str:
     """The id if it has the shape of one, else a 404 (no lookup for ids that cannot exist)."""
     if not _ID_RE.match(generation_id):
-        raise ApiError(404, "not_found", "no generation with this id")
+        raise not_found()
     return generation_id
 
 

@@ -19,13 +19,14 @@ import httpx
 import orjson
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
+from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import DoneEvent, Event, decode_event
 from reasonq.shared.schemas import GenerationCancel, GenerationPublic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-class ReasonqClientError(Exception):
+class ReasonqClientError(ReasonqError):
     """The server refused a request (4xx) or could not be reached after retries."""
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
@@ -54,6 +55,19 @@ def _body(messages: list[dict[str, str]] | str, params: dict[str, Any]) -> dict[
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     return {"messages": messages, **{k: v for k, v in params.items() if v is not None}}
+
+
+def _batch_headers(idempotency_key: str | None) -> dict[str, str]:
+    headers = {"content-type": "application/jsonl"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def _result_lines(response: httpx.Response) -> list[dict[str, Any]]:
+    if response.status_code >= 400:
+        _check(response)
+    return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
 
 
 def _check(response: httpx.Response) -> Any:
@@ -190,10 +204,8 @@ class Client:
 
     def submit_batch(self, jsonl: bytes, idempotency_key: str | None = None) -> dict[str, Any]:
         """Submit OpenAI Batch input lines (JSONL); with a key, a retry returns the same batch."""
-        headers = {"content-type": "application/jsonl"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        batch: dict[str, Any] = _check(self._http.post("/v1/batches", content=jsonl, headers=headers))
+        response = self._http.post("/v1/batches", content=jsonl, headers=_batch_headers(idempotency_key))
+        batch: dict[str, Any] = _check(response)
         return batch
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
@@ -203,10 +215,7 @@ class Client:
 
     def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
         """The output lines of the requests that have finished so far."""
-        response = self._http.get(f"/v1/batches/{batch_id}/results")
-        if response.status_code >= 400:
-            _check(response)
-        return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
+        return _result_lines(self._http.get(f"/v1/batches/{batch_id}/results"))
 
 
 class AsyncClient:
@@ -281,3 +290,18 @@ class AsyncClient:
         async for _ in self.stream(generation_id):
             pass
         return await self.get(generation_id)
+
+    async def submit_batch(self, jsonl: bytes, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit OpenAI Batch input lines (JSONL); with a key, a retry returns the same batch."""
+        response = await self._http.post("/v1/batches", content=jsonl, headers=_batch_headers(idempotency_key))
+        batch: dict[str, Any] = _check(response)
+        return batch
+
+    async def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch object with its request counts."""
+        batch: dict[str, Any] = _check(await self._http.get(f"/v1/batches/{batch_id}"))
+        return batch
+
+    async def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The output lines of the requests that have finished so far."""
+        return _result_lines(await self._http.get(f"/v1/batches/{batch_id}/results"))

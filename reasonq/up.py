@@ -25,7 +25,7 @@ from typing import IO
 import httpx
 
 from reasonq.processes import ManagedProcess, RedisServer, free_port, http_ok
-from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.errors import ConfigurationError, ReasonqError
 from reasonq.shared.settings import Settings, get_settings
 
 # A worker hands back what is still running when its grace ends; it needs a moment more than the grace to do
@@ -35,7 +35,7 @@ START_TIMEOUT_S = 60.0
 LOCK_NAME = "reasonq-up.lock"
 
 
-class StartupError(Exception):
+class StartupError(ReasonqError):
     """A child did not come up; the message names it (and the caller quotes its last lines)."""
 
     def __init__(self, message: str, process: ManagedProcess | None = None) -> None:

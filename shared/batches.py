@@ -79,6 +79,7 @@ class BatchStore:
             }
             if metadata:
                 record["metadata"] = orjson.dumps(metadata)
+            # redis-py types mapping values as a union that dict[str, str | bytes] does not match (invariance)
             pipe.hset(keys.batch_key(batch_id), mapping=record)  # type: ignore[arg-type]
             for start in range(0, len(items), _CHUNK):
                 pipe.rpush(keys.batch_items_key(batch_id), *(f"{c}\t{g}" for c, g, _ in items[start : start + _CHUNK]))

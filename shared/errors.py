@@ -1,4 +1,4 @@
-"""reasonq's exceptions: one base, retryable vs fatal, and secret redaction for anything that leaves a process."""
+"""reasonq's exceptions: one base, fatal ones apart, and secret redaction for anything that leaves a process."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from collections.abc import Iterable
 
 class ReasonqError(Exception):
     """Base of every reasonq exception."""
-
-
-class RetryableError(ReasonqError):
-    """A failure that may pass if tried again (Redis or broker unreachable, provider overloaded)."""
 
 
 class FatalError(ReasonqError):

@@ -37,6 +37,5 @@ def create_celery(settings: Settings, *, include: list[str] | None = None) -> Ce
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=16,
-        task_routes={GENERATE_TASK: {"queue": settings.queue_name}},
     )
     return app

@@ -65,8 +65,6 @@ class ClaimTarget:
     cancel_requested: bool = False
     started_at: float | None = None
     losses: int = 0
-    seq: int = 0
-    queue: str = ""
     created_at: float = 0.0
 
 
@@ -259,7 +257,7 @@ class GenerationStore:
                 total += int(count)
         return total
 
-    async def beat(self, worker_id: str, running: int) -> None:
+    async def beat(self, worker_id: str) -> None:
         """A worker process is alive (readiness checks look for a recent beat)."""
         now_ms = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -302,11 +300,9 @@ class GenerationStore:
             "cancel",
             "started_at",
             "losses",
-            "seq",
-            "queue",
             "created_at",
         ]
-        status, attempt, request, reason, cancel, started_at, losses, seq, queue, created_at = cast(
+        status, attempt, request, reason, cancel, started_at, losses, created_at = cast(
             list[bytes | None], await self.redis.hmget(keys.record_key(generation_id), fields)
         )
         if status is None or request is None:
@@ -319,8 +315,6 @@ class GenerationStore:
             cancel_requested=cancel is not None,
             started_at=float(started_at) if started_at else None,
             losses=int(losses or 0),
-            seq=int(seq or 0),
-            queue=_text(queue) or "",
             created_at=float(created_at or 0),
         )
 
@@ -421,18 +415,34 @@ class GenerationStore:
         return [leases[int(i) - 1][0] for i in lost], [leases[int(i) - 1][0] for i in cancel]
 
     async def requeue_expired(self, grace_ms: int, limit: int = 100) -> list[str]:
-        """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids."""
-        out = await self._requeue(keys=[keys.leases_key()], args=[keys.record_key(""), grace_ms, "worker_lost", limit])
+        """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids.
+
+        The candidates are read first (their records are keys of their own), and the script checks each lease
+        again, atomically: one renewed in between is left alone.
+        """
+        now_ms = await self._now_ms()
+        ids = [
+            gid.decode()
+            for gid in cast(
+                list[bytes], await self.redis.zrangebyscore(keys.leases_key(), "-inf", now_ms, start=0, num=limit)
+            )
+        ]
+        if not ids:
+            return []
+        out = await self._requeue(
+            keys=[keys.leases_key(), *(keys.record_key(gid) for gid in ids)],
+            args=[grace_ms, "worker_lost", "expired", *ids],
+        )
         return [gid.decode() for gid in out]
 
     async def hand_back(self, leases: list[tuple[str, int]], reason: str, grace_ms: int) -> list[str]:
         """Hand back ``(generation_id, attempt)`` pairs this worker owns (e.g. on shutdown); returns their ids."""
         if not leases:
             return []
-        args: list[str | int] = [keys.record_key(""), grace_ms, reason, len(leases)]
+        args: list[str | int] = [grace_ms, reason, "attempts"]
         for gid, attempt in leases:
             args += [gid, attempt]
-        out = await self._requeue(keys=[keys.leases_key()], args=args)
+        out = await self._requeue(keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args)
         return [gid.decode() for gid in out]
 
     async def _now_ms(self) -> int:

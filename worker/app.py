@@ -24,6 +24,7 @@ def _dispatch(generation_id: str, queue: str) -> None:
 def _queue_depth(queue: str) -> int | None:
     with app.connection_for_read() as conn:
         try:
+            # kombu's channel types do not declare queue_declare (every transport has it)
             declared = conn.default_channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
         except ChannelError as e:
             if getattr(e, "code", None) == 404 or "NOT_FOUND" in str(e):

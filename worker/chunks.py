@@ -14,8 +14,10 @@ from typing import Any
 
 import orjson
 
+from reasonq.shared.errors import ReasonqError
 
-class ProviderStreamError(Exception):
+
+class ProviderStreamError(ReasonqError):
     """The provider sent an error object inside the stream."""
 
     def __init__(self, payload: dict[str, Any]) -> None:

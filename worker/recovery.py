@@ -34,7 +34,7 @@ async def renew_leases_forever(runtime: WorkerRuntime) -> None:
         first = False
         leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
         try:
-            await runtime.store.beat(runtime.worker_id, len(leases))
+            await runtime.store.beat(runtime.worker_id)
             lost, cancel = await runtime.store.renew_leases(leases, runtime.lease_ttl_ms)
             runtime.last_beat_at = time.monotonic()
             await runtime.stats.flush(runtime.redis)
@@ -105,4 +105,4 @@ async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, 2.0)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated

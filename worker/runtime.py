@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import socket
@@ -173,8 +172,10 @@ class WorkerRuntime:
             await self.model_client.close()
             await self.redis.aclose()
 
-        with contextlib.suppress(Exception):
+        try:
             self.run(_close())
+        except Exception as e:  # closing must go on to stop the loop; a client that fails to close is only logged
+            logger.warning("worker runtime: closing its clients failed: %r", e)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from reasonq.shared.errors import FencedError
+from reasonq.shared.errors import FencedError, ReasonqError
 from reasonq.shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
 from reasonq.shared.store import EventTriple, GenerationStore
 
@@ -32,7 +32,7 @@ CANCEL_REQUESTED = -2
 _DELTA_KINDS = frozenset({"reasoning", "content"})
 
 
-class CancelRequested(Exception):
+class CancelRequested(ReasonqError):
     """The generation was asked to stop (seen on the write path, no extra round trip)."""
 
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
-from reasonq.api.access import OwnedId, ReadableId, SignerDep, not_found
+from reasonq.api.access import OwnedId, ReadableId, SignerDep
 from reasonq.api.auth import PrincipalDep
 from reasonq.api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
-from reasonq.api.errors import ApiError, error_responses
+from reasonq.api.errors import ApiError, error_responses, not_found
 from reasonq.api.idempotency import IdempotencyKey
 from reasonq.api.sse import StreamResponse
 from reasonq.shared.schemas import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,7 @@ from reasonq.api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from reasonq.api.errors import error_responses
 from reasonq.shared.stats import read_stats
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 LIVE_WORKER_MS = 30_000
 
@@ -32,7 +34,8 @@ def _broker_ok(celery: Any) -> bool:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return True
-    except Exception:
+    except Exception as e:  # any failure to reach the broker means "not ready"; say which (issue 18)
+        logger.warning("readiness: the broker is unreachable: %s", e)
         return False
 
 

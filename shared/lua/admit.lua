@@ -1,9 +1,10 @@
 -- Admit one creating request of a client key against its per-minute and concurrency limits, and count it.
--- Nothing is counted when it is refused. Ended (or never created) generations leave the active set here, and
--- only when the set has reached the limit: below it admission costs a ZCARD, not a look at every member.
+-- Nothing is counted when it is refused. When the active set has reached the limit the script answers 'full'
+-- and the caller prunes ended generations from it (their records are other keys, in other slots: a script
+-- may touch only the keys it is given, issue 18) and asks again; below the limit admission costs a ZCARD.
 -- KEYS: rate (sorted set), active (sorted set)
--- ARGV: rpm, concurrent, member, record_key_prefix, active (1 = an interactive generation), active_ttl_s
--- Returns {'ok', 0} | {'rpm', retry_after_ms} | {'concurrent', live}
+-- ARGV: rpm, concurrent, member, active (1 = an interactive generation), active_ttl_s
+-- Returns {'ok', 0} | {'rpm', retry_after_ms} | {'full', members}
 local rpm = tonumber(ARGV[1])
 local conc = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -15,20 +16,10 @@ if rpm > 0 then
     return {'rpm', tonumber(oldest[2]) + 60000 - now}
   end
 end
-local active = conc > 0 and ARGV[5] == '1'
-if active and redis.call('ZCARD', KEYS[2]) >= conc then
-  local members = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local live = 0
-  for i = 1, #members, 2 do
-    local st = redis.call('HGET', ARGV[4] .. members[i], 'status')
-    -- A member with no record yet is being created (or its creation failed): counted for a minute.
-    if st == 'completed' or st == 'failed' or st == 'cancelled' or (not st and tonumber(members[i + 1]) < now - 60000) then
-      redis.call('ZREM', KEYS[2], members[i])
-    else
-      live = live + 1
-    end
-  end
-  if live >= conc then return {'concurrent', live} end
+local active = conc > 0 and ARGV[4] == '1'
+if active then
+  local members = redis.call('ZCARD', KEYS[2])
+  if members >= conc then return {'full', members} end
 end
 if rpm > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -36,6 +27,6 @@ if rpm > 0 then
 end
 if active then
   redis.call('ZADD', KEYS[2], now, ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 return {'ok', 0}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +14,8 @@ import httpx
 import pytest
 
 from reasonq.processes import ManagedProcess, free_port, http_ok, wait_until
-from reasonq.shared.queue import create_celery
-from reasonq.shared.settings import Settings
 from tests.conftest import WorkerFactory, python_m
 from tests.helpers import expected_text, read_events, submit
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def _rabbitmq_reachable() -> bool:
@@ -27,12 +26,30 @@ def _rabbitmq_reachable() -> bool:
         return False
 
 
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
 @pytest.fixture
-def amqp_api(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
-    if not _rabbitmq_reachable():
+def amqp_vhost() -> Iterator[str]:
+    """A vhost of the test's own on the machine's RabbitMQ (deleted afterwards, queues and all); its URL."""
+    if not _rabbitmq_reachable() or shutil.which("rabbitmqctl") is None:
+        if os.environ.get("CI") == "true":  # issue 18: in CI a missing broker is a failure, not a skip
+            pytest.fail("CI=true but no RabbitMQ (with rabbitmqctl) on 127.0.0.1:5672")
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    vhost = f"reasonq-test-{secrets.token_hex(4)}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def amqp_api(stack_env: dict[str, str], logs_dir: Path, amqp_vhost: str) -> Iterator[str]:
     queue = f"reasonq-test-{secrets.token_hex(4)}"
-    env = {**stack_env, "REASONQ_BROKER_URL": AMQP_URL, "REASONQ_QUEUE_NAME": queue}
+    env = {**stack_env, "REASONQ_BROKER_URL": amqp_vhost, "REASONQ_QUEUE_NAME": queue}
     workers = WorkerFactory(env, logs_dir)
     workers("amqp", concurrency=8)
     port = free_port()
@@ -44,9 +61,6 @@ def amqp_api(stack_env: dict[str, str], logs_dir: Path) -> Iterator[str]:
     finally:
         api.stop()
         workers.stop_all()
-        app = create_celery(Settings(broker_url=AMQP_URL, queue_name=queue))  # type: ignore[call-arg]
-        with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
 
 
 def test_generation_runs_through_rabbitmq(amqp_api: str) -> None:

@@ -93,7 +93,11 @@ def test_a_thousand_line_batch_through_the_cli_resumes_after_an_interrupt(api_ur
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     argv = [sys.executable, "-m", "reasonq", "batch", str(source), "-o", str(out), "--url", api_url, "--poll-s", "0.2"]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+
+    def some_written() -> bool:  # part way: some results written (no fixed sleep, issue 18)
+        return first.poll() is not None or (out.exists() and len(out.read_text().splitlines()) >= 10)
+
+    wait_until(some_written, timeout_s=60, what="the first results")
     first.send_signal(signal.SIGINT)  # Ctrl-C part way
     _, first_err = first.communicate(timeout=30)
     second = subprocess.run(argv, capture_output=True, text=True, timeout=240)

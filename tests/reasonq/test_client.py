@@ -166,3 +166,35 @@ def test_an_unreachable_server_gives_up() -> None:
         port = s.getsockname()[1]
     with Client(f"http://127.0.0.1:{port}", max_reconnects=2) as client, pytest.raises(ReasonqClientError):
         list(client.stream("gen_AAAAAAAAAAAAAAAAAAAAAA"))
+
+
+def test_the_async_client_has_the_batch_methods_too(api_url: str) -> None:
+    """Issue 18: the README said both clients had `submit_batch`, `get_batch` and `batch_results`; only the
+    synchronous one did."""
+    import secrets
+
+    import orjson
+
+    lines = [
+        {
+            "custom_id": f"a{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": f"async batch {i} sim:reasoning_tokens=2"}]},
+        }
+        for i in range(3)
+    ]
+    jsonl = b"\n".join(orjson.dumps(line) for line in lines)
+
+    async def main() -> tuple[dict[str, object], list[dict[str, object]], str]:
+        key = secrets.token_hex(8)
+        async with AsyncClient(api_url) as client:
+            batch = await client.submit_batch(jsonl, key)
+            again = await client.submit_batch(jsonl, key)
+            while (await client.get_batch(str(batch["id"])))["status"] != "completed":
+                await asyncio.sleep(0.1)
+            return batch, await client.batch_results(str(batch["id"])), str(again["id"])
+
+    batch, results, again_id = asyncio.run(main())
+    assert again_id == batch["id"]  # the same Idempotency-Key: the same batch
+    assert sorted(str(r["custom_id"]) for r in results) == ["a0", "a1", "a2"]

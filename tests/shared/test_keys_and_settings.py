@@ -32,6 +32,30 @@ def test_no_redis_key_is_built_outside_keys_module() -> None:
     assert offenders == []
 
 
+def test_every_key_a_lua_script_touches_is_one_of_its_keys() -> None:
+    """Issue 18: `requeue.lua` and `admit.lua` built record keys from an ARGV prefix, and callers passed
+    `record_key("")` as that prefix. Redis Cluster routes a script by its KEYS, so every key a script touches
+    must be one of them: the first argument of every keyed `redis.call` is `KEYS[...]` or a local set from it."""
+    import re
+
+    call = re.compile(r"redis\.call\('([A-Z]+)',\s*([^,)]+)")
+    unkeyed = {"TIME"}
+    offenders = []
+    for path in sorted((ROOT / "shared" / "lua").glob("*.lua")):
+        source = path.read_text()
+        from_keys = set(re.findall(r"local\s+(\w+)\s*=\s*KEYS\[", source))
+        for command, first in call.findall(source):
+            first = first.strip()
+            if command not in unkeyed and not first.startswith("KEYS[") and first not in from_keys:
+                offenders.append(f"{path.name}: {command} {first}")
+        if re.search(r"ARGV\[[^\]]+\]\s*\.\.", source):
+            offenders.append(f"{path.name}: a key built from ARGV")
+    assert offenders == []
+    for package in ("api", "worker", "shared"):  # and no key builder called with an empty id as a prefix
+        for path in (ROOT / package).rglob("*.py"):
+            assert '_key("")' not in path.read_text(), path
+
+
 def test_api_and_worker_never_import_each_other() -> None:
     for package, forbidden in (("api", "worker"), ("worker", "api"), ("shared", "api"), ("shared", "worker")):
         for path in (ROOT / package).rglob("*.py"):
