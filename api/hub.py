@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from reasonq.api import metrics
 from reasonq.shared import keys
+from reasonq.shared.backoff import Backoff
 from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import StoredEvent, parse_entry, to_sse
 from reasonq.shared.redis import create_blocking_redis
@@ -292,7 +293,7 @@ class Hub:
             await pipe.execute()
 
     async def _run(self) -> None:
-        backoff_s = 0.1
+        backoff = Backoff()
         while True:
             live = [t for t in self._topics.values() if not t.finished]
             if not live:
@@ -319,10 +320,9 @@ class Hub:
                     with contextlib.suppress(Exception):
                         await self._reader.aclose()
                     self._reader = None
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 2.0)
+                await backoff.sleep()
                 continue
-            backoff_s = 0.1
+            backoff.reset()
             self.stats.xreads += 1
             for key, entries in reply or ():
                 if key == self._wake_key.encode():

@@ -66,10 +66,6 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
             raise ApiError(422, "invalid_request", f"{prefix}max_tokens: at most {limits.max_tokens} for this key")
 
 
-# A member with no record yet is being created (or its creation failed): it counts for this long.
-PENDING_CREATE_MS = 60_000
-
-
 class Admission:
     """Counts creating requests against a key's per-minute and concurrency limits, atomically."""
 
@@ -87,7 +83,14 @@ class Admission:
         limits = principal.limits
         if not limits.rpm and not (limits.concurrent and interactive):
             return
-        args: list[Any] = [limits.rpm, limits.concurrent, member, int(interactive), self._retention_s]
+        args: list[Any] = [
+            limits.rpm,
+            limits.concurrent,
+            member,
+            int(interactive),
+            self._retention_s,
+            keys.RATE_WINDOW_MS,
+        ]
         outcome, value = await self._admit(keys=self._keys(principal), args=args)
         if outcome == b"full" and await self._prune_ended(principal):
             outcome, value = await self._admit(keys=self._keys(principal), args=args)
@@ -109,7 +112,7 @@ class Admission:
 
     async def _prune_ended(self, principal: Principal) -> int:
         """Drop from the key's active set the generations that ended (or whose creation never happened, after
-        ``PENDING_CREATE_MS``); how many were dropped. Safe beside concurrent admissions: the script re-checks
+        ``keys.PENDING_CREATE_MS``); how many were dropped. Safe beside concurrent admissions: the script re-checks
         the set's size atomically, and removing an ended member twice is harmless."""
         active_key = keys.key_active_key(principal.name)
         members = cast(list[tuple[bytes, float]], await self._redis.zrange(active_key, 0, -1, withscores=True))
@@ -123,7 +126,7 @@ class Admission:
             member
             for (member, score), status in zip(members, statuses, strict=True)
             if (status is not None and status.decode() in TERMINAL_STATUSES)
-            or (status is None and score < now_ms - PENDING_CREATE_MS)
+            or (status is None and score < now_ms - keys.PENDING_CREATE_MS)
         ]
         if ended:
             await self._redis.zrem(active_key, *ended)

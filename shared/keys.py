@@ -108,21 +108,32 @@ def batch_items_key(batch_id: str) -> str:
 
 
 def workers_key() -> str:
-    """Sorted set: worker process ids scored by their last heartbeat (ms). Members older than a minute are
-    trimmed by the heartbeat itself."""
+    """Sorted set: worker process ids scored by their last heartbeat (ms). Members older than
+    ``WORKERS_KEPT_MS`` are trimmed by the heartbeat itself."""
     return f"{PREFIX}workers"
 
 
+WORKERS_KEPT_MS = 60_000
+LIVE_WORKER_MS = 30_000  # a worker whose last beat is older is not counted as live (readiness, metrics)
+
+
 def key_rate_key(owner: str) -> str:
-    """Sorted set: one client key's creating requests of the last minute (member: the id created, score: ms).
-    Trimmed at each admission; expires a minute after the last one."""
+    """Sorted set: one client key's creating requests of the last ``RATE_WINDOW_MS`` (member: the id created,
+    score: ms). Trimmed at each admission; expires ``RATE_WINDOW_MS`` after the last one."""
     return f"{PREFIX}key:{owner}:rate"
+
+
+RATE_WINDOW_MS = 60_000
 
 
 def key_active_key(owner: str) -> str:
     """Sorted set: one client key's interactive generations that may still be queued or running (score: ms).
-    Ended ones are pruned at each admission; expires after the retention time without admissions."""
+    Ended ones are pruned when the set is full, and members with no record after ``PENDING_CREATE_MS`` (a
+    creation that failed); expires after the retention time without admissions."""
     return f"{PREFIX}key:{owner}:active"
+
+
+PENDING_CREATE_MS = 60_000
 
 
 def share_secret_key() -> str:

@@ -262,7 +262,7 @@ class GenerationStore:
         now_ms = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.workers_key(), {worker_id: now_ms})
-            pipe.zremrangebyscore(keys.workers_key(), "-inf", now_ms - 60_000)
+            pipe.zremrangebyscore(keys.workers_key(), "-inf", now_ms - keys.WORKERS_KEPT_MS)
             await pipe.execute()
 
     async def live_workers(self, within_ms: int) -> int:

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from reasonq.shared.errors import FencedError, ModelError
 from reasonq.shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
@@ -24,6 +24,30 @@ from reasonq.worker.writer import CancelRequested, EventWriter
 
 logger = logging.getLogger(__name__)
 DECLINE_DELAY_S = 0.5
+
+# How one run of a generation's task ended (for logs, the task's result and tests). The first three are the
+# generation's own end; the others say why this run stopped or never started.
+Outcome = Literal[
+    "completed",
+    "failed",
+    "cancelled",
+    "handed_back",  # this worker is shutting down: another attempt follows
+    "fenced",  # another attempt owns the generation now
+    "lost",  # this worker's lease was lost; the sweep hands it on
+    "declined",  # this worker is shutting down and sent the task back to its queue
+    "missing",  # unknown or expired
+    "finished",  # it had ended already (a redelivered task)
+    "busy",  # another worker holds a live lease
+    "conflict",  # the attempt moved on between reading and claiming
+]
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Why a claim was not made: the store's answer (busy, conflict, finished, missing) and its detail."""
+
+    outcome: Literal["missing", "finished", "busy", "conflict"]
+    detail: str = ""
 
 
 @dataclass
@@ -96,7 +120,7 @@ def _new_writer(runtime: WorkerRuntime, generation_id: str, attempt: _Attempt) -
 
 async def _claim(
     runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, *, handover: bool = False, reason: str = ""
-) -> _Attempt | str:
+) -> _Attempt | _Refused:
     """Claim the next attempt; returns it, or why not."""
     store = runtime.store
     number = target.attempt + 1
@@ -118,12 +142,12 @@ async def _claim(
         keep_text=continue_content is not None,
     )
     if claim.outcome != "claimed":
-        return f"{claim.outcome} {claim.detail}".strip()
+        return _Refused(claim.outcome, claim.detail)
     logger.info("generation %s: attempt %d started%s", generation_id, number, f" ({reason})" if reason else "")
     return _Attempt(number, claim.seq, continue_content)
 
 
-async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
+async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     """Run ``generation_id`` if it still needs running; returns what happened (for logs and tests).
 
     A redelivered or duplicate task is a no-op: the claim is a compare-and-set on the attempt number and is
@@ -135,7 +159,7 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     return outcome
 
 
-async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
+async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     store = runtime.store
     settings = runtime.settings
     target = await store.load_claim_target(generation_id)
@@ -156,9 +180,9 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
     if target.losses >= settings.max_worker_losses:
         return await _give_up(runtime, generation_id, target)
     attempt = await _claim(runtime, generation_id, target)
-    if isinstance(attempt, str):
-        logger.info("generation %s: not claimed (%s)", generation_id, attempt)
-        return attempt.split()[0]
+    if isinstance(attempt, _Refused):
+        logger.info("generation %s: not claimed (%s %s)", generation_id, attempt.outcome, attempt.detail)
+        return attempt.outcome
     if attempt.number == 1:
         runtime.stats.observe("pickup", time.time() - target.created_at)
     writer = _new_writer(runtime, generation_id, attempt)
@@ -179,11 +203,11 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> str:
         runtime.running.pop(generation_id, None)
 
 
-async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget) -> str:
+async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget) -> Outcome:
     """A poison generation: it lost ``max_worker_losses`` workers; end it failed instead of looping."""
     attempt = await _claim(runtime, generation_id, target)
-    if isinstance(attempt, str):
-        return attempt.split()[0]
+    if isinstance(attempt, _Refused):
+        return attempt.outcome
     writer = _new_writer(runtime, generation_id, attempt)  # the settings' outage, not a default (issue 18)
     error = {
         "type": "too_many_attempts",
@@ -201,7 +225,7 @@ async def _stream_attempts(
     attempt: _Attempt,
     writer: EventWriter,
     limits: StreamLimits,
-) -> str:
+) -> Outcome:
     settings = runtime.settings
     generation_id = running.generation_id
     model = target.request.model or settings.default_model
@@ -286,8 +310,8 @@ async def _stream_attempts(
                 if fresh is None or fresh.status != "running" or fresh.attempt != writer.attempt:
                     return "fenced"
                 next_attempt = await _claim(runtime, generation_id, fresh, handover=True, reason="provider_error")
-                if isinstance(next_attempt, str):
-                    return next_attempt.split()[0]
+                if isinstance(next_attempt, _Refused):
+                    return next_attempt.outcome
                 attempt = next_attempt
                 running.attempt = attempt.number
                 writer = _new_writer(runtime, generation_id, attempt)
@@ -300,7 +324,7 @@ async def _stream_attempts(
 
 async def _stopped(
     runtime: WorkerRuntime, running: RunningGeneration, writer: EventWriter, counter: _Counter, reason: str
-) -> str:
+) -> Outcome:
     """The stream was stopped on purpose: end cancelled, hand back on shutdown, or let go when lost."""
     settings = runtime.settings
     generation_id = running.generation_id

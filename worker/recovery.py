@@ -14,6 +14,7 @@ import time
 from redis.exceptions import RedisError
 
 from reasonq.shared import keys
+from reasonq.shared.backoff import Backoff
 from reasonq.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -85,12 +86,12 @@ async def sweep_once(runtime: WorkerRuntime) -> list[str]:
 
 async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
     """Stop a local generation the moment its cancel is published (no per-token cost)."""
-    backoff_s = 0.1
+    backoff = Backoff()
     while True:
         pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.cancel_channel())
-            backoff_s = 0.1
+            backoff.reset()
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is None:
@@ -102,7 +103,6 @@ async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
                     running.stop("cancel")
         except (RedisError, OSError) as e:
             logger.warning("cancel listener lost Redis (%s); reconnecting", e)
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, 2.0)
+            await backoff.sleep()
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated

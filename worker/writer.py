@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from reasonq.shared.backoff import Backoff
 from reasonq.shared.errors import FencedError, ReasonqError
 from reasonq.shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
 from reasonq.shared.store import EventTriple, GenerationStore
@@ -146,18 +147,18 @@ class EventWriter:
 
     async def _retrying(self, write: Callable[[], Awaitable[int]]) -> int:
         deadline = time.monotonic() + self._outage_s
-        delay_s = 0.1
+        backoff = Backoff()
         while True:
             try:
                 return await write()
             except (RedisError, OSError) as e:
+                delay_s = backoff.next_s()
                 if time.monotonic() + delay_s > deadline:
                     raise
                 logger.warning(
                     "generation %s: Redis unreachable (%s); retrying in %.1f s", self._generation_id, e, delay_s
                 )
                 await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
 
     def _check(self, seq: int) -> int:
         if seq == FENCED:

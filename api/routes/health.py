@@ -16,11 +16,11 @@ from reasonq.api import metrics
 from reasonq.api.auth import authenticate, get_keyring, unauthorized
 from reasonq.api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from reasonq.api.errors import error_responses
+from reasonq.shared import keys
 from reasonq.shared.stats import read_stats
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
-LIVE_WORKER_MS = 30_000
 
 
 @router.get("/healthz")
@@ -45,7 +45,7 @@ async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         checks["redis"] = bool(await asyncio.wait_for(store.redis.ping(), 2))
-        checks["workers"] = await store.live_workers(LIVE_WORKER_MS)
+        checks["workers"] = await store.live_workers(keys.LIVE_WORKER_MS)
     except (RedisError, OSError, TimeoutError):
         checks["redis"], checks["workers"] = False, 0
     checks["broker"] = await run_in_threadpool(_broker_ok, celery)
@@ -72,7 +72,7 @@ async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, set
         counts = await store.counts()
         for state, n in counts.items():
             metrics.GENERATIONS.labels(state).set(n)
-        metrics.WORKERS.set(await store.live_workers(LIVE_WORKER_MS))
+        metrics.WORKERS.set(await store.live_workers(keys.LIVE_WORKER_MS))
         metrics.DEPLOYMENT.snapshot = await read_stats(store.redis)
         if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
             for queue in (settings.queue_name, settings.batch_queue_name):
