@@ -119,9 +119,19 @@ def parse_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEven
     )
 
 
+def sse_frame(data: bytes, event: str | None = None, event_id: int | None = None) -> bytes:
+    """One Server-Sent Events frame (``data`` is one line: JSON, or ``[DONE]``). Every SSE frame reasonq sends
+    is built here: native events, batch progress, OpenAI chunks."""
+    if event is None:
+        return b"data: %s\n\n" % data
+    if event_id is None:
+        return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, event.encode(), data)
+
+
 def to_sse(event: StoredEvent) -> bytes:
-    """The SSE frame of one event, ready for the socket."""
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.data)
+    """The SSE frame of one event, ready for the socket (computed once per event, shared by every viewer)."""
+    return sse_frame(event.data, event.type, event.seq)
 
 
 def parse_sse(frames: bytes) -> list[StoredEvent]:

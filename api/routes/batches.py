@@ -23,9 +23,10 @@ from reasonq.api.deps import SettingsDep, StoreDep, SubmitterDep
 from reasonq.api.errors import ApiError, error_responses
 from reasonq.api.idempotency import IdempotencyKey
 from reasonq.api.limits import check_request
-from reasonq.api.routes.openai_compat import ChatCompletionRequest
+from reasonq.api.schemas import ChatCompletionRequest
 from reasonq.api.sse import StreamResponse
 from reasonq.shared.batches import BatchStore
+from reasonq.shared.events import sse_frame
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
 
@@ -183,8 +184,7 @@ async def batch_events(batch_id: OwnedBatchId, store: StoreDep) -> StreamRespons
             final = state.status in ("completed", "cancelled")
             if data != last or final:
                 n += 1
-                kind = b"done" if final else b"progress"
-                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (n, kind, data)
+                yield sse_frame(data, "done" if final else "progress", n)
                 last = data
             if final:
                 return

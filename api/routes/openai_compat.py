@@ -10,94 +10,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from reasonq.api.auth import PrincipalDep
 from reasonq.api.deps import HubDep, SettingsDep, StoreDep, SubmitterDep
 from reasonq.api.errors import ApiError, error_responses
 from reasonq.api.hub import Hub
 from reasonq.api.idempotency import IdempotencyKey
+from reasonq.api.schemas import ChatCompletionRequest
 from reasonq.api.sse import StreamResponse
-from reasonq.shared.events import parse_sse
-from reasonq.shared.schemas import CHAT_OPTIONS, ChatOptions, GenerationCreate, MaxTokens, Message, Text
+from reasonq.shared.events import parse_sse, sse_frame
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 ID_HEADER = "X-Reasonq-Generation-Id"
 
 
-class TextPart(BaseModel):
-    """A text content part (the only kind of part reasonq passes on)."""
-
-    model_config = ConfigDict(strict=True)
-
-    type: Literal["text"]
-    text: Text
-
-
-class ChatMessage(BaseModel):
-    """A chat message as the OpenAI API takes it: text or a list of text parts."""
-
-    model_config = ConfigDict(strict=True)
-
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Text | list[TextPart]
-    name: str | None = None
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True)
-
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(ChatOptions):
-    """The chat-completions request the ``openai`` SDK sends. Options that would change what comes back in ways
-    reasonq does not do (several choices, tools, structured output, log probabilities) are refused by name;
-    other unknown options are ignored, as OpenAI-compatible servers do."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    # metadata: OpenAI allows 16 pairs; more would be cut silently, so more are refused (ChatOptions).
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: StrictBool = False
-    stream_options: StreamOptions | None = None
-    max_completion_tokens: MaxTokens | None = None
-    n: Literal[1] | None = None
-    tools: None = None
-    tool_choice: None = None
-    functions: None = None
-    response_format: None = None
-    logprobs: Literal[False] | None = None
-
-    @field_validator("tools", "tool_choice", "functions", "response_format", mode="before")
-    @classmethod
-    def _unsupported(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("is not supported by reasonq")
-        return None
-
-    def to_generation(self) -> GenerationCreate:
-        """The native request this becomes."""
-        options = {name: getattr(self, name) for name in CHAT_OPTIONS}
-        options["max_tokens"] = self.max_tokens or self.max_completion_tokens
-        return GenerationCreate(messages=[Message(role=m.role, content=m.text()) for m in self.messages], **options)
-
-
 def _chunk(head: dict[str, Any], delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     body = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
+    return sse_frame(orjson.dumps(body))
 
 
 def _error(message: str, kind: str) -> bytes:
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": kind}}) + b"\n\n"
+    return sse_frame(orjson.dumps({"error": {"message": message, "type": kind}}))
 
 
 async def _openai_chunks(
@@ -135,8 +73,8 @@ async def _openai_chunks(
                     return
                 out.append(_chunk(head, {}, data["finish_reason"] or data["status"]))
                 if include_usage and data.get("usage"):
-                    out.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": data["usage"]}) + b"\n\n")
-                out.append(b"data: [DONE]\n\n")
+                    out.append(sse_frame(orjson.dumps({**head, "choices": [], "usage": data["usage"]})))
+                out.append(sse_frame(b"[DONE]"))
                 yield b"".join(out)
                 return
         if out:

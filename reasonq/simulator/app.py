@@ -93,7 +93,14 @@ class _Stats:
 
 
 async def _stream(
-    script: Script, model: str, rate: float, include_usage: bool, faulty: bool, stats: _Stats, label: str
+    script: Script,
+    model: str,
+    rate: float,
+    include_usage: bool,
+    faulty: bool,
+    stats: _Stats,
+    label: str,
+    leaked: str = "",
 ) -> AsyncIterator[bytes]:
     finished = False
     stamps: list[float] | None = None
@@ -102,7 +109,7 @@ async def _stream(
             stats.emitted.pop(next(iter(stats.emitted)))
         stamps = stats.emitted[label] = []
     try:
-        async for chunk in _chunks(script, model, rate, include_usage, faulty, stamps):
+        async for chunk in _chunks(script, model, rate, include_usage, faulty, stamps, leaked):
             yield chunk
         finished = True
         stats.completed += 1
@@ -115,7 +122,13 @@ async def _stream(
 
 
 async def _chunks(
-    script: Script, model: str, rate: float, include_usage: bool, faulty: bool, stamps: list[float] | None
+    script: Script,
+    model: str,
+    rate: float,
+    include_usage: bool,
+    faulty: bool,
+    stamps: list[float] | None,
+    leaked: str = "",
 ) -> AsyncIterator[bytes]:
     enc = _ChunkEncoder(model)
     d = script.directives
@@ -126,6 +139,10 @@ async def _chunks(
     pending: list[bytes] = []
     for i, (field, text) in enumerate(tokens):
         if faulty and d.fail_after is not None and i == d.fail_after:
+            if leaked:  # an error object inside the stream, as providers send mid-stream failures
+                error = {"error": {"message": f"upstream failure{leaked}", "type": "server_error"}}
+                yield b"".join(pending) + b"data: " + orjson.dumps(error) + b"\n\n"
+                return
             if pending:
                 yield b"".join(pending)
             raise _Aborted
@@ -194,9 +211,11 @@ def create_app(tokens_per_s: float) -> Starlette:
         stats.requests += 1
         seen = stats.by_digest[script.digest] = stats.by_digest.get(script.digest, 0) + 1
         faulty = d.fail_times is None or seen <= d.fail_times
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        leaked = f" (request made with key {bearer})" if d.leak_key else ""
         if faulty and d.status is not None and d.status >= 400:
             headers = {"Retry-After": "1"} if d.status == 429 else None
-            return _error(d.status, f"simulated HTTP {d.status} (sim:status)", headers)
+            return _error(d.status, f"simulated HTTP {d.status} (sim:status){leaked}", headers)
         model = str(body.get("model") or MODEL_ID)
         if not body.get("stream"):
             return JSONResponse(_completion(script, model))
@@ -205,7 +224,7 @@ def create_app(tokens_per_s: float) -> Starlette:
         last_user: dict[str, Any] = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
         label = str(last_user.get("content", ""))[:200]
         return _AbortableStream(
-            _stream(script, model, rate, include_usage, faulty, stats, label),
+            _stream(script, model, rate, include_usage, faulty, stats, label, leaked),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Reasonq-Simulator": "1"},
         )

@@ -10,6 +10,9 @@ Directives are ``sim:NAME=VALUE`` words anywhere in the messages, for tests and 
 - ``sim:echo=1``: the answer is the last user message itself, directives removed (to test what viewers do with
   arbitrary model output: Markdown, HTML, scripts);
 - ``sim:record=1``: keep each token's emission time (``GET /sim/stats``), for latency benchmarks;
+- ``sim:leak_key=1``: put the caller's bearer key into the error it answers (with ``sim:status``) or into an
+  error object inside the stream (with ``sim:fail_after``), the way careless providers do, so tests can prove
+  reasonq never passes it on;
 - ``sim:fail_times=K``: apply ``fail_after`` / ``status`` only to the first K requests for the same prompt.
 
 A request whose last message is an assistant message with ``"prefix": true`` (DeepSeek's chat prefix
@@ -53,6 +56,7 @@ class Directives:
     fail_times: int | None = None
     record: int = 0
     echo: int = 0
+    leak_key: int = 0
 
 
 @dataclass(slots=True)
@@ -98,6 +102,7 @@ def parse_directives(messages: list[dict[str, Any]]) -> Directives:
         "fail_times",
         "record",
         "echo",
+        "leak_key",
     ):
         if name in found:
             kwargs[name] = int(float(found[name]))

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from reasonq.processes import wait_until
 from tests.helpers import expected_text
 
 
@@ -68,18 +69,55 @@ def test_a_bad_line_rejects_the_whole_batch(client: httpx.Client) -> None:
     assert not any(tag in p for p in previews)  # nothing half-submitted
 
 
-def test_cancel_and_idempotency_and_progress_events(client: httpx.Client) -> None:
-    lines = [_line(f"slow-{i}", f"slow {i} sim:reasoning_tokens=400 sim:tokens_per_s=20") for i in range(4)]
+def test_cancel_and_idempotency_and_progress_events(client: httpx.Client, sim_url: str) -> None:
+    tag = secrets.token_hex(4)
+    prompts = [f"slow {tag} {i} sim:reasoning_tokens=400 sim:tokens_per_s=20" for i in range(4)]
+    lines = [_line(f"slow-{i}", prompt) for i, prompt in enumerate(prompts)]
     key = secrets.token_hex(8)
     first = client.post("/v1/batches", json=lines, headers={"Idempotency-Key": key}).json()
     again = client.post("/v1/batches", json=lines, headers={"Idempotency-Key": key}).json()
     assert first["id"] == again["id"]
+
+    def all_running() -> bool:
+        rows = client.get("/v1/generations", params={"limit": 100}).json()["data"]
+        return sum(1 for r in rows if f"slow {tag} " in r["preview"] and r["status"] == "running") == 4
+
+    wait_until(all_running, timeout_s=30, what="every line running")
     cancelled = client.post(f"/v1/batches/{first['id']}/cancel").json()
     assert cancelled["status"] in ("cancelling", "cancelled")
     done = _wait_batch(client, first["id"])
     assert done["status"] == "cancelled" and done["request_counts"]["failed"] == 4
     events = client.get(f"/v1/batches/{first['id']}/events").text
     assert "event: done" in events and '"status":"cancelled"' in events
+
+    # issue 18: every cancelled line closed its upstream stream (the simulator saw each client go away)
+    def upstreams_closed() -> bool:
+        disconnects = httpx.get(f"{sim_url}/sim/stats").json()["disconnects"]
+        return all(any(d.startswith(prompt[:40]) for d in disconnects) for prompt in prompts)
+
+    wait_until(upstreams_closed, timeout_s=10, what="every cancelled line's upstream closed")
+
+
+def test_progress_events_rise_while_the_batch_runs(client: httpx.Client) -> None:
+    """Issue 18: the progress stream was only read after the batch ended (one `done`, no `progress`)."""
+    tag = secrets.token_hex(4)
+    lines = [
+        _line(f"p{i}", f"progress {tag} {i} sim:reasoning_tokens={8 * (i + 1)} sim:tokens_per_s=20") for i in range(5)
+    ]
+    batch = client.post("/v1/batches", json=lines).json()
+    seen: list[tuple[str, int]] = []
+    with client.stream("GET", f"/v1/batches/{batch['id']}/events", timeout=60) as response:
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                seen.append((event, orjson.loads(line[6:])["request_counts"]["completed"]))
+    kinds = [k for k, _ in seen]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"progress"} and len(kinds) >= 3
+    completed = [c for _, c in seen]
+    assert completed == sorted(completed) and completed[0] < 5 and completed[-1] == 5  # rising, then all done
+    assert len(set(completed)) >= 3  # seen part way, more than once
 
 
 def test_issue18_a_batch_the_broker_refuses_leaves_nothing_and_its_retry_creates_one(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from typing import Any
 
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -205,3 +206,27 @@ def test_keep_alive_comments_on_an_idle_stream(client: httpx.Client) -> None:
             if line.startswith("event: done"):
                 break
     assert ": keep-alive" in lines
+
+
+def test_issue18_a_provider_that_echoes_the_key_never_gets_it_shown(
+    client: httpx.Client, logs_dir: Any, api_url: str
+) -> None:
+    """Issue 18: the "no secret leaks" checks were trivially true, because the simulator never echoed the key.
+    With `sim:leak_key=1` it puts the caller's bearer key into its HTTP error and into an in-stream error;
+    neither the record, the events, the chunk stream, the logs nor the metrics may show it."""
+    failed = submit(client, "leak over http sim:status=500 sim:leak_key=1")
+    broken = submit(client, "leak in stream sim:reasoning_tokens=20 sim:fail_after=5 sim:leak_key=1")
+    dump = ""
+    for gid in (failed, broken):
+        record = wait_status(client, gid, {"failed", "completed"})
+        dump += str(record) + str([e.data for e in read_events(client, gid)])
+    assert "request made with key ***" in dump  # the key was there, and was removed
+    chunks = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "leak chunks sim:status=400 sim:leak_key=1"}], "stream": True},
+    )
+    dump += chunks.text
+    dump += httpx.get(f"{api_url}/metrics").text
+    for log in logs_dir.glob("*.log"):
+        dump += log.read_text(errors="replace")
+    assert MODEL_API_KEY not in dump

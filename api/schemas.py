@@ -1,0 +1,71 @@
+"""Request bodies of the API's own routes (the OpenAI-compatible ones); shared request and record schemas live
+in ``shared/schemas.py``. Routes import these; no route imports another route's schemas."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from reasonq.shared.schemas import CHAT_OPTIONS, ChatOptions, GenerationCreate, MaxTokens, Message, Role, Text
+
+
+class TextPart(BaseModel):
+    """A text content part (the only kind of part reasonq passes on)."""
+
+    model_config = ConfigDict(strict=True)
+
+    type: Literal["text"]
+    text: Text
+
+
+class ChatMessage(BaseModel):
+    """A chat message as the OpenAI API takes it: text or a list of text parts."""
+
+    model_config = ConfigDict(strict=True)
+
+    role: Role
+    content: Text | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(ChatOptions):
+    """The chat-completions request the ``openai`` SDK sends. Options that would change what comes back in ways
+    reasonq does not do (several choices, tools, structured output, log probabilities) are refused by name;
+    other unknown options are ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # metadata: OpenAI allows 16 pairs; more would be cut silently, so more are refused (ChatOptions).
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_completion_tokens: MaxTokens | None = None
+    n: Literal[1] | None = None
+    tools: None = None
+    tool_choice: None = None
+    functions: None = None
+    response_format: None = None
+    logprobs: Literal[False] | None = None
+
+    @field_validator("tools", "tool_choice", "functions", "response_format", mode="before")
+    @classmethod
+    def _unsupported(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("is not supported by reasonq")
+        return None
+
+    def to_generation(self) -> GenerationCreate:
+        """The native request this becomes."""
+        options = {name: getattr(self, name) for name in CHAT_OPTIONS}
+        options["max_tokens"] = self.max_tokens or self.max_completion_tokens
+        return GenerationCreate(messages=[Message(role=m.role, content=m.text()) for m in self.messages], **options)
