@@ -147,11 +147,12 @@ class EventWriter:
 
     async def _retrying(self, write: Callable[[], Awaitable[int]]) -> int:
         deadline = time.monotonic() + self._outage_s
-        backoff = Backoff()
+        backoff: Backoff | None = None  # made on the first failure only: this runs for every write
         while True:
             try:
                 return await write()
             except (RedisError, OSError) as e:
+                backoff = backoff or Backoff()
                 delay_s = backoff.next_s()
                 if time.monotonic() + delay_s > deadline:
                     raise
