@@ -6,7 +6,6 @@ expected last event id atomically, so a stale attempt can never append and a ret
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -20,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reasonq.shared import keys
+from reasonq.shared.backoff import Backoff
 from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.events import (
     DATA_FIELD,
@@ -205,7 +205,7 @@ class GenerationStore:
             attempt=int(record[b"attempt"]),
             metadata=_json(record.get(b"metadata")),
             simulated=record.get(b"simulated") == b"1",
-            messages=_json(record.get(b"request")).get("messages", []),
+            messages=(_json(record.get(b"request")) or {}).get("messages", []),
         )
 
     async def list_recent(self, owner: str, limit: int) -> list[dict[str, Any]]:
@@ -354,6 +354,7 @@ class GenerationStore:
         args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms, int(handover), int(keep_text), token]
         for event_type, data in events:
             args += [event_type, data]
+        backoff = Backoff(first_s=0.05)
         for resend in range(CLAIM_RESENDS + 1):
             try:
                 reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
@@ -364,7 +365,7 @@ class GenerationStore:
                 if resend == CLAIM_RESENDS:
                     raise
                 logger.warning("generation %s: claim not confirmed (%s); sending it again", generation_id, e)
-                await asyncio.sleep(0.05 * 2**resend)
+                await backoff.sleep()
         outcome = reply[0].decode()
         if outcome == "claimed":
             return ClaimResult("claimed", seq=int(reply[1]))
