@@ -12,9 +12,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import secrets
 import time
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query, Request
 
@@ -22,7 +21,6 @@ from reasonq.api.auth import authenticate, get_keyring, unauthorized
 from reasonq.api.deps import StoreDep
 from reasonq.api.errors import ApiError, not_found
 from reasonq.api.submission import checked_id
-from reasonq.shared import keys
 from reasonq.shared.settings import Settings
 from reasonq.shared.store import GenerationStore
 
@@ -47,9 +45,7 @@ class ShareSigner:
         if self._secret is None:
             async with self._lock:
                 if self._secret is None:
-                    redis = self._store.redis
-                    await redis.set(keys.share_secret_key(), secrets.token_hex(32), nx=True)
-                    self._secret = cast(bytes, await redis.get(keys.share_secret_key()))
+                    self._secret = await self._store.presence.share_secret()
         return self._secret
 
     def _mac(self, key: bytes, generation_id: str, expires_at: int, epoch: int) -> str:
@@ -87,7 +83,7 @@ async def readable_generation(
     generation_id = checked_id(generation_id)
     ring = get_keyring(request)
     if token is not None and not ring.open:
-        access = await store.access_of(generation_id)
+        access = await store.records.access_of(generation_id)
         verdict = await signer.check(token, generation_id, access[1]) if access is not None else "invalid"
         if verdict == "ok":
             return generation_id
@@ -106,7 +102,7 @@ async def _owned_by_caller(request: Request, store: GenerationStore, generation_
     principal = authenticate(request)
     if principal is None:
         raise unauthorized()
-    access = await store.access_of(generation_id)
+    access = await store.records.access_of(generation_id)
     if access is None or access[0] != principal.name:
         raise not_found()
     return generation_id

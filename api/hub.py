@@ -1,10 +1,12 @@
 """The event hub: one Redis reader per API process, fanning each batch of events out to every local viewer.
 
-Each watched generation is a *topic* with a small shared ring of recent SSE frames, encoded once. The reader
-XREADs (BLOCK) all live topics in one call and appends to their rings; viewers wake, take every frame after
-their own cursor as one joined chunk, and write it in one send. A viewer that falls behind the ring (a slow
-socket) simply re-reads from Redis with XRANGE at its own pace: the stream in Redis is the buffer, so memory
-stays bounded whatever viewers do, and no viewer holds a Redis connection while it waits.
+Each watched generation is a *topic* with a small shared ring of recent events (typed ``StoredEvent``s). The
+reader XREADs (BLOCK) all live topics in one call and appends to their rings; viewers wake and take every event
+after their own cursor. The wire format is the edge's: a viewer follows in a ``Format`` (native SSE here; chat
+chunks, Responses and Durable Streams bytes each one small encoder on top), each event is encoded once per
+format, and most viewers, sitting at the same cursor, share one joined chunk per format. A viewer that falls
+behind the ring (a slow socket) re-reads from Redis with XRANGE at its own pace: the stream in Redis is the
+buffer, so memory stays bounded whatever viewers do, and no viewer holds a Redis connection while it waits.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -25,13 +27,19 @@ from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
 from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import StoredEvent, parse_entry, to_sse
-from reasonq.shared.redis import create_blocking_redis
 from reasonq.shared.store import GenerationStore
+from reasonq.shared.store.streams import Entries
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Events fetched per XRANGE when a viewer catches up from Redis.
+# Events fetched per XRANGE when a viewer catches up from Redis (fewer when events are large, see CHUNK_BYTES).
 CATCHUP_COUNT = 256
+CATCHUP_FIRST_COUNT = 16
+# What one viewer is handed at once, in event data. A viewer that stops reading holds its last chunk in its
+# socket's send buffer: unbounded chunks let 50 stalled viewers of a 10 MB stream grow the API by 292 MiB
+# (tests/api/test_abuse.py, issue 18); one chunk per viewer of at most this size bounds that.
+CHUNK_BYTES = 256 * 1024
 # Entries per stream per XREAD.
 XREAD_COUNT = 1_000
 # How often this process tells Redis how many viewers it has per generation.
@@ -44,9 +52,22 @@ class HubUnavailable(ReasonqError):
     """The hub lost Redis; viewers end their response and the client resumes with Last-Event-ID."""
 
 
+@dataclass(frozen=True, slots=True)
+class Format:
+    """A wire format for events: ``encode`` turns one stored event into bytes. It must depend on the event alone,
+    so that one encoding serves every viewer of the format (a format that needs a viewer's state, like the chat
+    translator, follows the typed events with ``Hub.follow_events`` instead)."""
+
+    name: str
+    encode: Callable[[StoredEvent], bytes]
+
+
+NATIVE_SSE = Format("sse", to_sse)
+
+
 @dataclass(eq=False)
 class Topic:
-    """One watched generation: the reader's cursor and a ring of the most recent frames."""
+    """One watched generation: the reader's cursor and a ring of the most recent events."""
 
     generation_id: str
     key: bytes
@@ -54,26 +75,30 @@ class Topic:
     finished: bool = False
     viewers: int = 0
     first_seq: int = 0
-    frames: list[bytes] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
     done_seq: int | None = None
     error: BaseException | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _joined: tuple[int, int, bytes] = (0, 0, b"")
+    # Per format: the ring's events encoded so far (aligned with ``events``; extended when a viewer asks), and the
+    # last chunk joined for a viewer (its cursor, the topic's cursor then, the bytes, the id of their last event).
+    _encoded: dict[str, list[bytes]] = field(default_factory=dict)
+    _joined: dict[str, tuple[int, int, bytes, int]] = field(default_factory=dict)
 
     def publish(self, events: list[StoredEvent], ring_events: int) -> None:
         """Append events (consecutive ids after the cursor) and wake every viewer."""
-        if not self.frames:
+        if not self.events:
             self.first_seq = events[0].seq
-        for event in events:
-            self.frames.append(to_sse(event))
-            if event.type == "done":
-                self.done_seq = event.seq
-                self.finished = True
+        self.events += events
+        if events[-1].type == "done":
+            self.done_seq = events[-1].seq
+            self.finished = True
         self.cursor = events[-1].seq
         metrics.EVENTS_FANNED_OUT.inc(len(events) * self.viewers)  # counted once per batch, not per send
-        if len(self.frames) > 2 * ring_events:
-            drop = len(self.frames) - ring_events
-            del self.frames[:drop]
+        if len(self.events) > 2 * ring_events:
+            drop = len(self.events) - ring_events
+            del self.events[:drop]
+            for encoded in self._encoded.values():
+                del encoded[:drop]  # shorter than ``drop`` (not yet encoded that far) leaves it empty and aligned
             self.first_seq += drop
         self._wake()
 
@@ -86,17 +111,44 @@ class Topic:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def frames_after(self, cursor: int) -> bytes | None:
-        """Every frame after ``cursor`` joined in one chunk, or ``None`` when the ring no longer reaches back."""
-        start = cursor + 1
-        if start < self.first_seq or not self.frames:
+    def _span(self, cursor: int) -> tuple[int, int] | None:
+        """Ring indexes ``[begin, end)`` of the events after ``cursor``, at most ``CHUNK_BYTES`` of data (at least
+        one event); ``None`` when the ring no longer reaches back."""
+        begin = cursor + 1 - self.first_seq
+        if begin < 0 or not self.events:
             return None
-        joined_from, joined_to, joined = self._joined
-        if joined_from == start and joined_to == self.cursor:
-            return joined  # most viewers sit at the same cursor: join once, share the bytes
-        chunk = b"".join(self.frames[start - self.first_seq :])
-        self._joined = (start, self.cursor, chunk)
-        return chunk
+        end, size, events = begin, 0, self.events
+        while end < len(events) and (size == 0 or size + len(events[end].data) <= CHUNK_BYTES):
+            size += len(events[end].data)
+            end += 1
+        return begin, end
+
+    def events_after(self, cursor: int) -> tuple[list[StoredEvent], int] | None:
+        """The events after ``cursor`` (up to ``CHUNK_BYTES`` of them) and the id of the last one, or ``None`` when
+        the ring no longer reaches back."""
+        span = self._span(cursor)
+        if span is None:
+            return None
+        begin, end = span
+        return self.events[begin:end], self.first_seq + end - 1
+
+    def chunk_after(self, cursor: int, fmt: Format) -> tuple[bytes, int] | None:
+        """The events after ``cursor`` (up to ``CHUNK_BYTES`` of them) in ``fmt``, joined in one chunk, and the id
+        of the last one; ``None`` when the ring no longer reaches back."""
+        joined = self._joined.get(fmt.name)
+        if joined is not None and joined[0] == cursor and joined[1] == self.cursor:
+            return joined[2], joined[3]  # most viewers sit at the same cursor: join once, share the bytes
+        span = self._span(cursor)
+        if span is None:
+            return None
+        begin, end = span
+        encoded = self._encoded.setdefault(fmt.name, [])
+        if len(encoded) < end:
+            encoded += [fmt.encode(e) for e in self.events[len(encoded) : end]]
+        chunk = b"".join(encoded[begin:end])
+        to_seq = self.first_seq + end - 1
+        self._joined[fmt.name] = (cursor, self.cursor, chunk, to_seq)
+        return chunk, to_seq
 
     async def wait(self) -> None:
         """Wait until the reader publishes something or fails."""
@@ -105,6 +157,40 @@ class Topic:
         await self._changed.wait()
         if self.error is not None:
             raise HubUnavailable(str(self.error))
+
+
+class _View(Generic[T]):
+    """What a viewer takes from the hub: ``T`` from the ring with the id of its last event (``None`` when the ring
+    no longer reaches back), or from events replayed from Redis. Both run synchronously where the events are
+    taken."""
+
+    def ring(self, topic: Topic, cursor: int) -> tuple[T, int] | None:
+        raise NotImplementedError
+
+    def replay(self, events: list[StoredEvent]) -> T:
+        raise NotImplementedError
+
+
+class _BytesView(_View[bytes]):
+    def __init__(self, fmt: Format) -> None:
+        self._fmt = fmt
+
+    def ring(self, topic: Topic, cursor: int) -> tuple[bytes, int] | None:
+        return topic.chunk_after(cursor, self._fmt)
+
+    def replay(self, events: list[StoredEvent]) -> bytes:
+        return b"".join(self._fmt.encode(e) for e in events)
+
+
+class _EventsView(_View[list[StoredEvent]]):
+    def ring(self, topic: Topic, cursor: int) -> tuple[list[StoredEvent], int] | None:
+        return topic.events_after(cursor)
+
+    def replay(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        return events
+
+
+_EVENTS_VIEW = _EventsView()
 
 
 @dataclass
@@ -120,14 +206,17 @@ class Hub:
     """Fans events out from Redis to the viewers of this process.
 
     Args:
-        redis_url: where the streams live (the blocking reader opens its own connection).
-        store: the generation store (pooled connection, for XRANGE catch-ups).
+        connect: makes the blocking reader's own connection (called again after the reader lost Redis); its
+            socket timeout must outlast ``block_ms``.
+        store: the store (pooled connection, for XRANGE catch-ups, wake-ups and viewer counts).
         block_ms: how long one XREAD blocks.
-        ring_events: frames kept per topic.
+        ring_events: events kept per topic.
     """
 
-    def __init__(self, redis_url: str, store: GenerationStore, *, block_ms: int, ring_events: int) -> None:
-        self._redis_url = redis_url
+    def __init__(
+        self, connect: Callable[[], Redis], store: GenerationStore, *, block_ms: int, ring_events: int
+    ) -> None:
+        self._connect = connect
         self._store = store
         self._block_ms = block_ms
         self._ring_events = ring_events
@@ -175,7 +264,7 @@ class Hub:
             counts |= {gid: 0 for gid in self._watching_changed if gid not in counts}
             self._watching_changed.clear()
             try:
-                await self._store.publish_viewers(counts, self._hub_id)
+                await self._store.presence.publish_viewers(counts, self._hub_id)
             except (RedisError, OSError) as e:
                 logger.warning("hub: could not publish viewer counts: %s", e)
 
@@ -195,22 +284,22 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(RedisError, OSError):
-            await self._store.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
+            await self._store.presence.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
         for topic in list(self._topics.values()):
             topic.fail(HubUnavailable("server shutting down"))
         with contextlib.suppress(RedisError, OSError):
-            await self._store.redis.delete(self._wake_key)
+            await self._store.streams.drop_wake(self._wake_key)
         if self._reader is not None:
             await self._reader.aclose()
 
-    async def follow(self, generation_id: str, after: int) -> AsyncIterator[bytes]:
-        """SSE bytes of every event after ``after``, replayed from Redis then live, ending with ``done``.
+    async def follow(self, generation_id: str, after: int, fmt: Format = NATIVE_SSE) -> AsyncIterator[bytes]:
+        """Every event after ``after`` in ``fmt``, replayed from Redis then live, ending with ``done``.
 
         If Redis becomes unreachable the iterator yields a ``retry`` hint and ends, so the client resumes.
         """
         self._watch(generation_id, 1)
         try:
-            async for chunk in self._follow(generation_id, after):
+            async for chunk in self._follow(generation_id, after, _BytesView(fmt)):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -219,36 +308,59 @@ class Hub:
         finally:
             self._watch(generation_id, -1)
 
-    async def _catch_up(self, generation_id: str, cursor: int) -> tuple[bytes, int, bool]:
-        events = await self._store.read_events(generation_id, cursor, CATCHUP_COUNT)
-        if not events:
-            return b"", cursor, False
-        metrics.EVENTS_FANNED_OUT.inc(len(events))
-        return b"".join(to_sse(e) for e in events), events[-1].seq, events[-1].type == "done"
+    async def follow_events(self, generation_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
+        """Every event after ``after``, typed, in batches: for an encoder that keeps per-viewer state. Ends after
+        ``done``, or early (without raising) if Redis becomes unreachable."""
+        self._watch(generation_id, 1)
+        try:
+            async for events in self._follow(generation_id, after, _EVENTS_VIEW):
+                yield events
+        except (RedisError, OSError, HubUnavailable) as e:
+            metrics.REDIS_ERRORS.labels("hub").inc()
+            logger.warning("generation %s: ending event stream, Redis unavailable: %s", generation_id, e)
+        finally:
+            self._watch(generation_id, -1)
 
-    async def _follow(self, generation_id: str, after: int) -> AsyncIterator[bytes]:
+    async def _follow(self, generation_id: str, after: int, view: _View[T]) -> AsyncIterator[T]:
         cursor = after
+        count = CATCHUP_FIRST_COUNT
+
+        async def catch_up() -> list[StoredEvent]:
+            # Slow start: the first read is small, later ones double while they stay under CHUNK_BYTES and shrink
+            # toward it when events are large (every pooled connection's read buffer grows to its largest reply).
+            nonlocal count
+            events = await self._store.streams.read(generation_id, cursor, count)
+            metrics.EVENTS_FANNED_OUT.inc(len(events))
+            size = sum(len(e.data) for e in events)
+            count = max(1, count * CHUNK_BYTES // size) if size > CHUNK_BYTES else min(CATCHUP_COUNT, count * 2)
+            return events
+
         while True:  # replay what Redis has; a finished generation never touches the hub
-            chunk, cursor, done = await self._catch_up(generation_id, cursor)
-            if not chunk:
+            events = await catch_up()
+            if not events:
                 break
-            yield chunk
-            if done:
+            cursor = events[-1].seq
+            yield view.replay(events)
+            if events[-1].type == "done":
                 return
         topic = await self._subscribe(generation_id)
         try:
             while True:
                 if topic.cursor > cursor:
-                    chunk_or_none = topic.frames_after(cursor)
-                    if chunk_or_none is None:
+                    from_ring = view.ring(topic, cursor)
+                    if from_ring is None:
                         self.stats.catchups += 1
                         metrics.CATCHUPS.inc()
-                        chunk, cursor, done = await self._catch_up(generation_id, cursor)
+                        events = await catch_up()
+                        if not events:
+                            continue
+                        cursor = events[-1].seq
+                        done = events[-1].type == "done"
+                        taken = view.replay(events)
                     else:
-                        chunk, cursor = chunk_or_none, topic.cursor
+                        taken, cursor = from_ring
                         done = topic.done_seq is not None and cursor >= topic.done_seq
-                    if chunk:
-                        yield chunk
+                    yield taken
                     if done:
                         return
                     continue
@@ -261,7 +373,7 @@ class Hub:
     async def _subscribe(self, generation_id: str) -> Topic:
         topic = self._topics.get(generation_id)
         if topic is None:
-            last = await self._store.last_event(generation_id)
+            last = await self._store.streams.last(generation_id)
             topic = self._topics.get(generation_id)  # another viewer may have opened it meanwhile
             if topic is None:
                 event = last
@@ -287,10 +399,7 @@ class Hub:
 
     async def _wake_reader(self) -> None:
         self._idle.set()
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._wake_key, {b"w": b"1"}, maxlen=16, approximate=True)
-            pipe.expire(self._wake_key, keys.HUB_WAKE_TTL_S)
-            await pipe.execute()
+        await self._store.streams.wake(self._wake_key)
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -305,9 +414,9 @@ class Hub:
                 streams[topic.key] = f"{topic.cursor}-0"
             try:
                 if self._reader is None:
-                    self._reader = create_blocking_redis(self._redis_url, block_ms=self._block_ms)
+                    self._reader = self._connect()
                 reply = cast(
-                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                    list[tuple[bytes, Entries]],
                     await self._reader.xread(streams, count=XREAD_COUNT, block=self._block_ms),
                 )
             except (RedisError, OSError) as e:

@@ -12,17 +12,12 @@ not use (403) or a ``max_tokens`` above its cap (422) would fail again on every 
 from __future__ import annotations
 
 import math
-from typing import Any, cast
-
-from redis.asyncio import Redis
 
 from reasonq.api.auth import Principal
 from reasonq.api.errors import ApiError
-from reasonq.shared import keys
-from reasonq.shared.events import TERMINAL_STATUSES
 from reasonq.shared.schemas import GenerationCreate
-from reasonq.shared.scripts import load_script
 from reasonq.shared.settings import Settings
+from reasonq.shared.store.admission import AdmissionCounts
 
 
 def check_request(body: GenerationCreate, settings: Settings, principal: Principal, where: str = "") -> None:
@@ -67,12 +62,16 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
 
 
 class Admission:
-    """Counts creating requests against a key's per-minute and concurrency limits, atomically."""
+    """Applies a key's per-minute and concurrency limits to creating requests (counted atomically in Redis).
 
-    def __init__(self, redis: Redis, retention_s: int) -> None:
-        self._redis = redis
+    Args:
+        counts: the store's admission counters.
+        retention_s: how long an idle key's set of active generations lives.
+    """
+
+    def __init__(self, counts: AdmissionCounts, retention_s: int) -> None:
+        self._counts = counts
         self._retention_s = retention_s
-        self._admit = load_script(redis, "admit")
 
     async def admit(self, principal: Principal, member: str, *, interactive: bool) -> None:
         """Count one creating request (``member`` is the id it will create) or refuse it.
@@ -83,26 +82,23 @@ class Admission:
         limits = principal.limits
         if not limits.rpm and not (limits.concurrent and interactive):
             return
-        args: list[Any] = [
-            limits.rpm,
-            limits.concurrent,
+        outcome, value = await self._counts.admit(
+            principal.name,
             member,
-            int(interactive),
-            self._retention_s,
-            keys.RATE_WINDOW_MS,
-        ]
-        outcome, value = await self._admit(keys=self._keys(principal), args=args)
-        if outcome == b"full" and await self._prune_ended(principal):
-            outcome, value = await self._admit(keys=self._keys(principal), args=args)
-        if outcome == b"rpm":
-            retry_s = max(1, math.ceil(int(value) / 1000))
+            rpm=limits.rpm,
+            concurrent=limits.concurrent,
+            interactive=interactive,
+            active_ttl_s=self._retention_s,
+        )
+        if outcome == "rpm":
+            retry_s = max(1, math.ceil(value / 1000))
             raise ApiError(
                 429,
                 "rate_limited",
                 f"this key may create {limits.rpm} requests per minute; retry in {retry_s} s",
                 {"Retry-After": str(retry_s)},
             )
-        if outcome == b"full":
+        if outcome == "full":
             raise ApiError(
                 429,
                 "too_many_running",
@@ -110,36 +106,6 @@ class Admission:
                 {"Retry-After": "1"},
             )
 
-    async def _prune_ended(self, principal: Principal) -> int:
-        """Drop from the key's active set the generations that ended (or whose creation never happened, after
-        ``keys.PENDING_CREATE_MS``); how many were dropped. Safe beside concurrent admissions: the script re-checks
-        the set's size atomically, and removing an ended member twice is harmless."""
-        active_key = keys.key_active_key(principal.name)
-        members = cast(list[tuple[bytes, float]], await self._redis.zrange(active_key, 0, -1, withscores=True))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for member, _ in members:
-                pipe.hget(keys.record_key(member.decode()), "status")
-            statuses = cast(list[bytes | None], await pipe.execute())
-        now_s, now_us = await self._redis.time()
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
-        ended = [
-            member
-            for (member, score), status in zip(members, statuses, strict=True)
-            if (status is not None and status.decode() in TERMINAL_STATUSES)
-            or (status is None and score < now_ms - keys.PENDING_CREATE_MS)
-        ]
-        if ended:
-            await self._redis.zrem(active_key, *ended)
-        return len(ended)
-
     async def release(self, principal: Principal, member: str) -> None:
         """Un-count a request whose creation failed (so a failure costs the key nothing)."""
-        rate_key, active_key = self._keys(principal)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(rate_key, member)
-            pipe.zrem(active_key, member)
-            await pipe.execute()
-
-    @staticmethod
-    def _keys(principal: Principal) -> list[str]:
-        return [keys.key_rate_key(principal.name), keys.key_active_key(principal.name)]
+        await self._counts.release(principal.name, member)

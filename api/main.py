@@ -20,7 +20,7 @@ from reasonq.api.middleware import RequestLimitMiddleware
 from reasonq.api.routes import batches, generations, health, openai_compat, pages
 from reasonq.api.submission import Submitter
 from reasonq.shared.queue import create_celery
-from reasonq.shared.redis import create_redis
+from reasonq.shared.redis import create_blocking_redis, create_redis
 from reasonq.shared.settings import get_settings
 from reasonq.shared.store import GenerationStore
 
@@ -43,12 +43,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
     app.state.store = store = GenerationStore(redis, simulated=settings.model_simulated)
     app.state.hub = hub = Hub(
-        settings.redis_url, store, block_ms=settings.hub_block_ms, ring_events=settings.hub_ring_events
+        lambda: create_blocking_redis(settings.redis_url, block_ms=settings.hub_block_ms),
+        store,
+        block_ms=settings.hub_block_ms,
+        ring_events=settings.hub_ring_events,
     )
     app.state.celery = celery = create_celery(settings)
     app.state.keyring = keyring = KeyRing.from_settings(settings)
     app.state.signer = ShareSigner(store, settings)
-    app.state.submitter = Submitter(store, celery, settings, Admission(redis, settings.retention_s))
+    app.state.submitter = Submitter(store, celery, settings, Admission(store.admission, settings.retention_s))
     announce_access(keyring)
     hub.start()
     tune_gc()

@@ -69,3 +69,86 @@ class ChatCompletionRequest(ChatOptions):
         options = {name: getattr(self, name) for name in CHAT_OPTIONS}
         options["max_tokens"] = self.max_tokens or self.max_completion_tokens
         return GenerationCreate(messages=[Message(role=m.role, content=m.text()) for m in self.messages], **options)
+
+
+# Response bodies (what the routes declare; the OpenAPI document shows them).
+
+
+class BatchRequestCounts(BaseModel):
+    """How many of a batch's requests there are, and how many finished each way."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+class BatchPublic(BaseModel):
+    """A batch in OpenAI's Batch shape, as far as it applies."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    status: Literal["in_progress", "cancelling", "completed", "cancelled"]
+    created_at: float
+    completed_at: float | None
+    cancelled_at: float | None
+    request_counts: BatchRequestCounts
+    metadata: dict[str, str] | None
+    results_url: str
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """Answer of ``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ChatCompletionMessage(BaseModel):
+    """The assistant's message; ``reasoning_content`` is the reasoning trace (DeepSeek's field)."""
+
+    role: Literal["assistant"]
+    content: str
+    reasoning_content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    """The one choice of a chat completion."""
+
+    index: int
+    message: ChatCompletionMessage
+    logprobs: None
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    """Answer of a non-streaming ``POST /v1/chat/completions`` (OpenAI's ``chat.completion``)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: dict[str, Any] | None
+
+
+class Liveness(BaseModel):
+    """Answer of ``GET /healthz``."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Answer of ``GET /readyz``: each check's result (``redis``, ``broker``: bool; ``workers``: how many beat)."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Any]

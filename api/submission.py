@@ -17,11 +17,10 @@ from reasonq.api import idempotency, metrics
 from reasonq.api.auth import Principal
 from reasonq.api.errors import ApiError, not_found
 from reasonq.api.limits import Admission, check_request
-from reasonq.shared.batches import BatchState, BatchStore
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
-from reasonq.shared.store import GenerationStore
+from reasonq.shared.store import Batches, BatchState, GenerationStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,7 +81,7 @@ class Submitter:
                 raise
 
         async def existing(earlier: str) -> tuple[str, float]:
-            record = await idempotency.wait_for(lambda: store.get(earlier))
+            record = await idempotency.wait_for(lambda: store.records.get(earlier))
             return earlier, record.created_at
 
         digest = idempotency.body_hash(body.model_dump_json().encode())
@@ -98,7 +97,7 @@ class Submitter:
         """Create a batch of already validated lines (``(custom_id, request)``) and queue every task: the same
         path as one generation (admission, idempotency, cleanup when the broker fails), counted as one request
         and run on the batch queue. ``digest`` identifies the request body for ``Idempotency-Key``."""
-        batches = BatchStore(self.store)
+        batches = self.store.batches
         batch_id = "batch_" + secrets.token_urlsafe(16)
 
         async def create() -> BatchState:
@@ -130,17 +129,17 @@ class Submitter:
         """``create()``, at most once per ``Idempotency-Key`` and body: a retry gets ``existing(first id)``."""
         if idempotency_key is None:
             return await create()
-        redis = self.store.redis
+        keys = self.store.idempotency
         scope = f"{scope}:{principal.name}"
-        earlier = await idempotency.claim(redis, scope, idempotency_key, digest, new_id)
+        earlier = await idempotency.claim(keys, scope, idempotency_key, digest, new_id)
         if earlier is not None:
             return await existing(earlier)
         try:
             created = await create()
         except BaseException:
-            await idempotency.release(redis, scope, idempotency_key)
+            await keys.release(scope, idempotency_key)
             raise
-        await idempotency.complete(redis, scope, idempotency_key, self.settings.retention_s)
+        await keys.complete(scope, idempotency_key, self.settings.retention_s)
         return created
 
     async def _create(self, body: GenerationCreate, principal: Principal, generation_id: str) -> tuple[str, float]:
@@ -151,7 +150,7 @@ class Submitter:
         """
         settings = self.settings
         created_at = time.time()
-        await self.store.create(generation_id, body, created_at, settings.queue_name, principal.name)
+        await self.store.records.create(generation_id, body, created_at, settings.queue_name, principal.name)
         try:
             await run_in_threadpool(
                 self.celery.send_task,
@@ -162,7 +161,7 @@ class Submitter:
             )
         except _BROKER_ERRORS as e:
             logger.warning("generation %s: could not queue its task: %s", generation_id, e)
-            await self.store.delete(generation_id, principal.name)
+            await self.store.records.delete([generation_id], principal.name)
             raise _broker_unavailable() from e
         logger.info("generation %s: queued (model %s, key %s)", generation_id, body.model, principal.name)
         if settings.log_bodies:
@@ -171,7 +170,7 @@ class Submitter:
         return generation_id, created_at
 
     async def _create_batch(
-        self, batches: BatchStore, batch_id: str, items: list[tuple[str, GenerationCreate]], principal: Principal
+        self, batches: Batches, batch_id: str, items: list[tuple[str, GenerationCreate]], principal: Principal
     ) -> None:
         """Write the batch and its generations, then queue every task; on a broker failure remove them all.
 

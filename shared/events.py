@@ -91,6 +91,34 @@ def encode_event(event: AnyEvent) -> tuple[str, bytes]:
     return event.type, orjson.dumps(event.payload())
 
 
+@dataclass(frozen=True, slots=True)
+class DeltaKind:
+    """A kind of streamed text and how it accumulates: consecutive deltas of one kind are joined into one event
+    of type ``name``, and the joined text extends the record's running text in ``text_slot`` (1 the reasoning,
+    2 the content, 0 neither: the event alone carries it). The append scripts follow ``text_slot``, so a new
+    kind (tool-call arguments, say) needs no Lua change."""
+
+    name: str
+    text_slot: Literal[0, 1, 2]
+
+
+REASONING: Final = DeltaKind("reasoning", 1)
+CONTENT: Final = DeltaKind("content", 2)
+# What a writer sends the append scripts per event: (type, data, text_slot, text).
+EventArgs = tuple[str, bytes, int, str]
+
+
+def delta_args(kind: DeltaKind, text: str) -> EventArgs:
+    """The append-script arguments of one joined delta."""
+    return kind.name, encode_delta(text), kind.text_slot, text
+
+
+def event_args(event: AnyEvent) -> EventArgs:
+    """The append-script arguments of a non-delta event (it extends no running text)."""
+    event_type, data = encode_event(event)
+    return event_type, data, 0, ""
+
+
 def encode_delta(text: str) -> bytes:
     """Data of a ``reasoning`` or ``content`` event; the hot-path twin of ``encode_event(ReasoningEvent(...))``."""
     return orjson.dumps({"delta": text})
@@ -132,20 +160,3 @@ def sse_frame(data: bytes, event: str | None = None, event_id: int | None = None
 def to_sse(event: StoredEvent) -> bytes:
     """The SSE frame of one event, ready for the socket (computed once per event, shared by every viewer)."""
     return sse_frame(event.data, event.type, event.seq)
-
-
-def parse_sse(frames: bytes) -> list[StoredEvent]:
-    """The events in SSE bytes made by ``to_sse`` (the inverse of it; comments and retry hints are skipped)."""
-    events = []
-    for frame in frames.split(b"\n\n"):
-        seq, event_type, data = 0, "", b""
-        for line in frame.split(b"\n"):
-            if line.startswith(b"id: "):
-                seq = int(line[4:])
-            elif line.startswith(b"event: "):
-                event_type = line[7:].decode()
-            elif line.startswith(b"data: "):
-                data = line[6:]
-        if seq and event_type:
-            events.append(StoredEvent(seq, event_type, data))
-    return events

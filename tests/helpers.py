@@ -136,6 +136,12 @@ def follow_resuming(base_url: str, generation_id: str, timeout_s: float = 90) ->
     raise AssertionError(f"generation {generation_id}: no done event after {timeout_s} s")
 
 
+def metric_value(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (``name`` with or without labels), 0 when absent."""
+    line = next((x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{")), None)
+    return float(line.split()[-1]) if line is not None else 0.0
+
+
 def record_measurement(name: str, value: float, unit: str) -> None:
     """Keep a figure a test measured (test-artifacts/measurements.json) for the README and closing notes."""
     import json

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reasonq.shared.errors import FencedError, ModelError
-from reasonq.shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
+from reasonq.shared.events import (
+    REASONING,
+    TERMINAL_STATUSES,
+    AnyEvent,
+    DeltaKind,
+    RestartEvent,
+    StatusEvent,
+    encode_event,
+)
 from reasonq.shared.stats import Stats
 from reasonq.shared.store import ClaimTarget
 from reasonq.worker.model import StreamLimits, build_params, stream_completion
@@ -70,8 +78,8 @@ class _Counter:
         self._stats = stats
         self._created_at = created_at  # set while this generation's first token is still to come
 
-    def __call__(self, kind: str, text: str) -> None:
-        if kind == "reasoning":
+    def __call__(self, kind: DeltaKind, text: str) -> None:
+        if kind is REASONING:
             if self.drop_reasoning:
                 return  # a continuation keeps the first attempt's reasoning trace
             self.reasoning += 1
@@ -129,11 +137,11 @@ async def _claim(
     if number > 1:
         reason = reason or target.restart_reason or "worker_lost"
         if runtime.settings.resume_strategy == "continue":
-            _, content = await store.get_text(generation_id)
+            _, content = await store.records.get_text(generation_id)
             continue_content = content or None
         if continue_content is None:
             events.append(RestartEvent(attempt=number, reason=reason))
-    claim = await store.claim(
+    claim = await store.leases.claim(
         generation_id,
         target.attempt,
         runtime.lease_ttl_ms,
@@ -162,7 +170,7 @@ async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
 async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     store = runtime.store
     settings = runtime.settings
-    target = await store.load_claim_target(generation_id)
+    target = await store.leases.load_target(generation_id)
     if target is None:
         logger.warning("generation %s: unknown or expired, nothing to run", generation_id)
         return "missing"
@@ -173,7 +181,7 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome
         # A draining worker starts nothing: a message it still receives (its own hand-back among them, found
         # by `reasonq up`'s tests) goes back to the queue for another worker, or for this one's next start.
         await asyncio.sleep(DECLINE_DELAY_S)  # no tight loop if it receives the message again
-        queues = await store.queues_of([generation_id])
+        queues = await store.leases.queues_of([generation_id])
         await runtime.dispatch(generation_id, queues.get(generation_id, ""))
         logger.info("generation %s: not started (worker shutting down); sent back to its queue", generation_id)
         return "declined"
@@ -306,7 +314,7 @@ async def _stream_attempts(
                     e.message,
                 )
                 await writer.close()
-                fresh = await runtime.store.load_claim_target(generation_id)
+                fresh = await runtime.store.leases.load_target(generation_id)
                 if fresh is None or fresh.status != "running" or fresh.attempt != writer.attempt:
                     return "fenced"
                 next_attempt = await _claim(runtime, generation_id, fresh, handover=True, reason="provider_error")
@@ -342,11 +350,11 @@ async def _stopped(
             await writer.close()
         except FencedError:
             return "fenced"
-        handed = await runtime.store.hand_back(
+        handed = await runtime.store.leases.hand_back(
             [(generation_id, writer.attempt)], "worker_shutdown", grace_ms=runtime.lease_ttl_ms
         )
         if handed:
-            queues = await runtime.store.queues_of(handed)
+            queues = await runtime.store.leases.queues_of(handed)
             await runtime.dispatch(generation_id, queues[generation_id])
         return "handed_back"
     await writer.abandon()

@@ -13,6 +13,7 @@ import orjson
 from openai import AsyncOpenAI
 
 from reasonq.shared.errors import ModelError, redact
+from reasonq.shared.events import CONTENT, REASONING, DeltaKind
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
 from reasonq.worker.chunks import ProviderStreamError, iter_chunks
@@ -128,7 +129,7 @@ def build_params(request: GenerationCreate, model: str, continue_content: str | 
 async def stream_completion(
     client: AsyncOpenAI,
     params: dict[str, Any],
-    on_delta: Callable[[str, str], None],
+    on_delta: Callable[[DeltaKind, str], None],
     secrets: list[str],
     limits: StreamLimits,
 ) -> StreamOutcome:
@@ -158,10 +159,10 @@ async def stream_completion(
                         delta = choice.get("delta") or {}
                         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                         if reasoning:
-                            on_delta("reasoning", reasoning)
+                            on_delta(REASONING, reasoning)
                         content = delta.get("content")
                         if content:
-                            on_delta("content", content)
+                            on_delta(CONTENT, content)
                         if choice.get("finish_reason") is not None:
                             finish_reason = choice["finish_reason"]
     except TimeoutError as e:

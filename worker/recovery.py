@@ -35,8 +35,8 @@ async def renew_leases_forever(runtime: WorkerRuntime) -> None:
         first = False
         leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
         try:
-            await runtime.store.beat(runtime.worker_id)
-            lost, cancel = await runtime.store.renew_leases(leases, runtime.lease_ttl_ms)
+            await runtime.store.presence.beat(runtime.worker_id)
+            lost, cancel = await runtime.store.leases.renew(leases, runtime.lease_ttl_ms)
             runtime.last_beat_at = time.monotonic()
             await runtime.stats.flush(runtime.redis)
         except (RedisError, OSError) as e:
@@ -68,16 +68,18 @@ async def sweep_once(runtime: WorkerRuntime) -> list[str]:
     """One sweep; returns the ids dispatched again."""
     store = runtime.store
     dispatched = []
-    expired = await store.requeue_expired(grace_ms=runtime.lease_ttl_ms)
-    for generation_id, queue in (await store.queues_of(expired)).items():
+    expired = await store.leases.requeue_expired(grace_ms=runtime.lease_ttl_ms)
+    for generation_id, queue in (await store.leases.queues_of(expired)).items():
         logger.warning("generation %s: its worker was lost (lease expired); dispatching again", generation_id)
         if await runtime.dispatch(generation_id, queue):
             dispatched.append(generation_id)
     # A generation still queued long after its dispatch, while its queue is empty, has lost its task message.
-    stale = await store.queues_of(await store.peek_stale_queued(int(runtime.settings.redispatch_after_s * 1000)))
+    stale = await store.leases.queues_of(
+        await store.leases.peek_stale_queued(int(runtime.settings.redispatch_after_s * 1000))
+    )
     depths = {queue: await runtime.queue_depth(queue) for queue in set(stale.values())}
     lost = [gid for gid, queue in stale.items() if depths[queue] == 0]
-    for generation_id in await store.mark_dispatched(lost):
+    for generation_id in await store.leases.mark_dispatched(lost):
         logger.warning("generation %s: queued with no task message; dispatching again", generation_id)
         if await runtime.dispatch(generation_id, stale[generation_id]):
             dispatched.append(generation_id)

@@ -23,14 +23,13 @@ from redis.exceptions import RedisError
 
 from reasonq.shared.backoff import Backoff
 from reasonq.shared.errors import FencedError, ReasonqError
-from reasonq.shared.events import AnyEvent, DoneEvent, StatusEvent, encode_delta, encode_event
-from reasonq.shared.store import EventTriple, GenerationStore
+from reasonq.shared.events import AnyEvent, DeltaKind, DoneEvent, EventArgs, StatusEvent, delta_args, event_args
+from reasonq.shared.store import GenerationStore
 
 logger = logging.getLogger(__name__)
 
 FENCED = -1
 CANCEL_REQUESTED = -2
-_DELTA_KINDS = frozenset({"reasoning", "content"})
 
 
 class CancelRequested(ReasonqError):
@@ -68,8 +67,8 @@ class EventWriter:
         self._max_interval_s = max(interval_s, max_interval_s if max_interval_s is not None else interval_s)
         self._interval_s = interval_s
         self._outage_s = outage_s
-        # [kind, text parts] for deltas; [kind, [], data] for other events
-        self._pending: list[tuple[str, list[str], bytes]] = []
+        # (kind, text parts, None) for deltas (joined when written); (None, [], arguments) for other events
+        self._pending: list[tuple[DeltaKind | None, list[str], EventArgs | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._error: BaseException | None = None
@@ -87,36 +86,35 @@ class EventWriter:
         """The attempt this writer speaks for."""
         return self._attempt
 
-    def add(self, kind: str, text: str) -> None:
-        """Queue a ``reasoning`` or ``content`` delta; raises if the writer has been fenced or cancelled."""
+    def add(self, kind: DeltaKind, text: str) -> None:
+        """Queue a delta (joined with the kind's previous delta if nothing came between); raises if the writer has
+        been fenced or cancelled."""
         if self._error is not None:
             raise self._error
         if not text:
             return
-        if self._pending and self._pending[-1][0] == kind:
+        if self._pending and self._pending[-1][0] is kind:
             self._pending[-1][1].append(text)
         else:
-            self._pending.append((kind, [text], b""))
+            self._pending.append((kind, [text], None))
         self._wakeup.set()
 
     def add_event(self, event: AnyEvent) -> None:
         """Queue a non-delta event (a retry status, for instance), in order with the deltas."""
         if self._error is not None:
             raise self._error
-        event_type, data = encode_event(event)
-        self._pending.append((event_type, [], data))
+        self._pending.append((None, [], event_args(event)))
         self._wakeup.set()
 
-    def _take_pending(self) -> list[EventTriple]:
+    def _take_pending(self) -> list[EventArgs]:
         batch, self._pending = self._pending, []
-        triples: list[EventTriple] = []
-        for kind, parts, data in batch:
-            if kind in _DELTA_KINDS:
-                text = "".join(parts)
-                triples.append((kind, encode_delta(text), text))
-            else:
-                triples.append((kind, data, ""))
-        return triples
+        out: list[EventArgs] = []
+        for kind, parts, args in batch:
+            if kind is not None:
+                out.append(delta_args(kind, "".join(parts)))
+            elif args is not None:
+                out.append(args)
+        return out
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,8 +166,10 @@ class EventWriter:
             raise CancelRequested(self._generation_id)
         return seq
 
-    async def _write(self, triples: list[EventTriple]) -> None:
-        seq = await self._retrying(lambda: self._store.append(self._generation_id, self._attempt, self._seq, triples))
+    async def _write(self, triples: list[EventArgs]) -> None:
+        seq = await self._retrying(
+            lambda: self._store.streams.append(self._generation_id, self._attempt, self._seq, triples)
+        )
         self.writes += 1
         self._seq = self._check(seq)
 
@@ -205,11 +205,12 @@ class EventWriter:
             StatusEvent(status=status, attempt=self._attempt),
             DoneEvent(status=status, finish_reason=finish_reason, usage=usage, error=error),
         ):
-            event_type, data = encode_event(event)
-            triples.append((event_type, data, ""))
+            triples.append(event_args(event))
         outcome = (status, finish_reason, usage, error)
         seq = await self._retrying(
-            lambda: self._store.finish(self._generation_id, self._attempt, self._seq, retention_s, outcome, triples)
+            lambda: self._store.streams.finish(
+                self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
+            )
         )
         self.writes += 1
         if seq == FENCED:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from reasonq.api import idempotency
@@ -23,12 +23,12 @@ from reasonq.api.deps import SettingsDep, StoreDep, SubmitterDep
 from reasonq.api.errors import ApiError, error_responses
 from reasonq.api.idempotency import IdempotencyKey
 from reasonq.api.limits import check_request
-from reasonq.api.schemas import ChatCompletionRequest
+from reasonq.api.schemas import BatchPublic, ChatCompletionRequest
 from reasonq.api.sse import StreamResponse
-from reasonq.shared.batches import BatchStore
 from reasonq.shared.events import sse_frame
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
+from reasonq.shared.store import BatchState, GenerationStore
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 # No pattern: an id that cannot exist is a 404 like any unknown id, not a 422 about a regex (issue 11).
@@ -111,7 +111,11 @@ _BATCH_BODY = {
 
 
 @router.post(
-    "", status_code=200, responses=error_responses(401, 403, 409, 413, 415, 422, 429, 503), openapi_extra=_BATCH_BODY
+    "",
+    status_code=200,
+    response_model=BatchPublic,
+    responses=error_responses(401, 403, 409, 413, 415, 422, 429, 503),
+    openapi_extra=_BATCH_BODY,
 )
 async def create_batch(
     request: Request,
@@ -119,7 +123,7 @@ async def create_batch(
     submitter: SubmitterDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> BatchPublic:
     """Validate every line, then create one generation per line on the batch queue.
 
     A batch counts as one request against the key's per-minute limit; its generations run on the batch queue's
@@ -128,15 +132,15 @@ async def create_batch(
     raw = await request.body()
     items = _validate(_lines(raw, request.headers.get("content-type", "")), settings, principal)
     state = await submitter.submit_batch(items, principal, idempotency_key, idempotency.body_hash(raw))
-    return JSONResponse(state.to_dict())
+    return BatchPublic.model_validate(state.to_dict())
 
 
 def _no_batch() -> ApiError:
     return ApiError(404, "not_found", "no batch with this id")
 
 
-async def _batch(store: Any, batch_id: str) -> Any:
-    state = await BatchStore(store).get(batch_id)
+async def _batch(store: GenerationStore, batch_id: str) -> BatchState:
+    state = await store.batches.get(batch_id)
     if state is None:
         raise _no_batch()
     return state
@@ -144,7 +148,7 @@ async def _batch(store: Any, batch_id: str) -> Any:
 
 async def owned_batch(batch_id: BatchId, store: StoreDep, principal: PrincipalDep) -> str:
     """The id of a batch the caller's key created; any other key gets the 404 an unknown id gets."""
-    if await BatchStore(store).owner(batch_id) != principal.name:
+    if await store.batches.owner(batch_id) != principal.name:
         raise _no_batch()
     return batch_id
 
@@ -152,23 +156,23 @@ async def owned_batch(batch_id: BatchId, store: StoreDep, principal: PrincipalDe
 OwnedBatchId = Annotated[str, Depends(owned_batch)]
 
 
-@router.get("/{batch_id}", responses=error_responses(401, 404, 422, 503))
-async def get_batch(batch_id: OwnedBatchId, store: StoreDep) -> JSONResponse:
+@router.get("/{batch_id}", response_model=BatchPublic, responses=error_responses(401, 404, 422, 503))
+async def get_batch(batch_id: OwnedBatchId, store: StoreDep) -> BatchPublic:
     """The batch, with request counts as of now."""
-    return JSONResponse((await _batch(store, batch_id)).to_dict())
+    return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
 
 
 @router.get("/{batch_id}/results", responses=error_responses(401, 404, 422, 503))
 async def batch_results(batch_id: OwnedBatchId, store: StoreDep) -> StreamingResponse:
     """JSONL, one line per finished request (in input order); lines appear as requests finish."""
-    return StreamingResponse(BatchStore(store).results(batch_id), media_type="application/jsonl")
+    return StreamingResponse(store.batches.results(batch_id), media_type="application/jsonl")
 
 
-@router.post("/{batch_id}/cancel", responses=error_responses(401, 404, 422, 503))
-async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+@router.post("/{batch_id}/cancel", response_model=BatchPublic, responses=error_responses(401, 404, 422, 503))
+async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> BatchPublic:
     """Cancel every request of the batch that has not finished."""
-    await BatchStore(store).cancel(batch_id, settings.retention_s)
-    return JSONResponse((await _batch(store, batch_id)).to_dict())
+    await store.batches.cancel(batch_id, settings.retention_s)
+    return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
 
 
 @router.get("/{batch_id}/events", responses=error_responses(401, 404, 422, 503))

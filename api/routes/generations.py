@@ -66,19 +66,21 @@ async def list_generations(
     limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first.")] = 20,
 ) -> GenerationList:
     """The caller's most recent generations (newest first) that are still readable."""
-    return GenerationList(data=[GenerationSummary(**row) for row in await store.list_recent(principal.name, limit)])
+    return GenerationList(
+        data=[GenerationSummary(**row) for row in await store.records.list_recent(principal.name, limit)]
+    )
 
 
 @router.get("/{generation_id}/viewers", response_model=GenerationViewers, responses=_ERRORS)
 async def count_viewers(generation_id: ReadableId, store: StoreDep) -> GenerationViewers:
     """How many viewers watch this generation right now, across every API process."""
-    return GenerationViewers(id=generation_id, viewers=await store.count_viewers(generation_id))
+    return GenerationViewers(id=generation_id, viewers=await store.presence.count_viewers(generation_id))
 
 
 @router.get("/{generation_id}", response_model=GenerationPublic, responses=_ERRORS)
 async def get_generation(generation_id: ReadableId, store: StoreDep) -> GenerationPublic:
     """The generation's state and its text so far (with its owner's key, or a share link as ``?token=``)."""
-    generation = await store.get(generation_id)
+    generation = await store.records.get(generation_id)
     if generation is None:
         raise not_found()
     return generation
@@ -95,7 +97,7 @@ async def share_generation(
     """A read-only link to this one generation (its record, events, viewer count and viewer page), valid for
     ``ttl_s`` seconds or until the owner revokes its links."""
     ttl_s = body.ttl_s if body is not None and body.ttl_s is not None else settings.share_ttl_s
-    access = await store.access_of(generation_id)
+    access = await store.records.access_of(generation_id)
     if access is None:
         raise not_found()
     expires_at = int(time.time()) + ttl_s
@@ -114,7 +116,7 @@ async def share_generation(
 @router.delete("/{generation_id}/share", status_code=204, responses=_ERRORS)
 async def revoke_shares(generation_id: OwnedId, store: StoreDep) -> Response:
     """Revoke every share link of this generation made so far."""
-    await store.revoke_shares(generation_id)
+    await store.records.revoke_shares(generation_id)
     return Response(status_code=204)
 
 
@@ -129,7 +131,7 @@ async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: S
     Queued: it ends ``cancelled`` now and never starts (200). Running: its worker stops the upstream stream
     and ends it ``cancelled`` with the text so far (202; the ``done`` event follows). Ended: nothing changes (200).
     """
-    outcome, status = await store.cancel(generation_id, settings.retention_s)
+    outcome, status = await store.records.cancel(generation_id, settings.retention_s)
     if outcome == "missing":
         raise not_found()
     if outcome == "requested":
@@ -174,7 +176,7 @@ async def stream_events(
     if cursor > 0:
         # Past the end of a running generation the stream waits for the events to come; past the end of an
         # ended one it would only ever be empty (and EventSource would reconnect forever): say so instead.
-        last, ended = await store.last_seq(generation_id)
+        last, ended = await store.records.last_seq(generation_id)
         if ended and cursor > last:
             raise ApiError(
                 422, "invalid_request", f"resume point {cursor} is past this ended generation's last event ({last})"

@@ -16,17 +16,16 @@ from reasonq.api import metrics
 from reasonq.api.auth import authenticate, get_keyring, unauthorized
 from reasonq.api.deps import CeleryDep, HubDep, SettingsDep, StoreDep
 from reasonq.api.errors import error_responses
-from reasonq.shared import keys
-from reasonq.shared.stats import read_stats
+from reasonq.api.schemas import Liveness, Readiness
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+@router.get("/healthz", response_model=Liveness)
+async def healthz() -> Liveness:
     """The process is up."""
-    return {"status": "ok"}
+    return Liveness(status="ok")
 
 
 def _broker_ok(celery: Any) -> bool:
@@ -39,18 +38,23 @@ def _broker_ok(celery: Any) -> bool:
         return False
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: the checks say which part is missing"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: the checks say which part is missing"}},
+)
 async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
     """Ready to take work: Redis and the broker answer, and at least one worker beat in the last 30 s."""
     checks: dict[str, Any] = {}
     try:
-        checks["redis"] = bool(await asyncio.wait_for(store.redis.ping(), 2))
-        checks["workers"] = await store.live_workers(keys.LIVE_WORKER_MS)
+        checks["redis"] = await asyncio.wait_for(store.presence.ping(), 2)
+        checks["workers"] = await store.presence.live_workers()
     except (RedisError, OSError, TimeoutError):
         checks["redis"], checks["workers"] = False, 0
     checks["broker"] = await run_in_threadpool(_broker_ok, celery)
     ready = bool(checks["redis"] and checks["broker"] and checks["workers"] > 0)
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+    body = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    return JSONResponse(body.model_dump(), 200 if ready else 503)
 
 
 @router.get(
@@ -69,14 +73,14 @@ async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, set
         raise unauthorized()
     metrics.VIEWERS.set(hub.total_watching)
     try:
-        counts = await store.counts()
+        counts = await store.leases.counts()
         for state, n in counts.items():
             metrics.GENERATIONS.labels(state).set(n)
-        metrics.WORKERS.set(await store.live_workers(keys.LIVE_WORKER_MS))
-        metrics.DEPLOYMENT.snapshot = await read_stats(store.redis)
+        metrics.WORKERS.set(await store.presence.live_workers())
+        metrics.DEPLOYMENT.snapshot = await store.presence.deployment_stats()
         if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
             for queue in (settings.queue_name, settings.batch_queue_name):
-                metrics.QUEUE_DEPTH.labels(queue).set(await store.redis.llen(queue))
+                metrics.QUEUE_DEPTH.labels(queue).set(await store.presence.queue_depth(queue))
     except (RedisError, OSError) as e:
         metrics.REDIS_ERRORS.labels("metrics").inc()
         return Response(f"# Redis unavailable: {type(e).__name__}\n", 503, media_type=CONTENT_TYPE_LATEST)

@@ -48,7 +48,7 @@ async def viewer_page(generation_id: str, store: StoreDep) -> Response:
     Ids are 128 random bits, so saying that one exists reveals nothing an owner has not shared; whether the
     caller may read it is still decided by the API calls the page makes (key or share link).
     """
-    if await store.access_of(generation_id) is None:
+    if await store.records.access_of(generation_id) is None:
         return HTMLResponse(_NOT_FOUND_PAGE.format(id=escape(generation_id[:100])), 404, headers=_HEADERS)
     return FileResponse(STATIC_DIR / "viewer.html", headers=_HEADERS)
 

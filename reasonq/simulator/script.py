@@ -13,6 +13,7 @@ Directives are ``sim:NAME=VALUE`` words anywhere in the messages, for tests and 
 - ``sim:leak_key=1``: put the caller's bearer key into the error it answers (with ``sim:status``) or into an
   error object inside the stream (with ``sim:fail_after``), the way careless providers do, so tests can prove
   reasonq never passes it on;
+- ``sim:token_chars=N``: every token is N characters long (its word repeated), for streams of many megabytes;
 - ``sim:fail_times=K``: apply ``fail_after`` / ``status`` only to the first K requests for the same prompt.
 
 A request whose last message is an assistant message with ``"prefix": true`` (DeepSeek's chat prefix
@@ -57,6 +58,7 @@ class Directives:
     record: int = 0
     echo: int = 0
     leak_key: int = 0
+    token_chars: int = 0
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ def parse_directives(messages: list[dict[str, Any]]) -> Directives:
         "record",
         "echo",
         "leak_key",
+        "token_chars",
     ):
         if name in found:
             kwargs[name] = int(float(found[name]))
@@ -160,6 +163,9 @@ def build_script(body: dict[str, Any]) -> Script:
     n_content = directives.content_tokens if directives.content_tokens is not None else rng.randint(20, 80)
     reasoning = _words(rng, n_reasoning, "[simulated reasoning]")
     content = _words(rng, n_content, "[simulated answer]")
+    if directives.token_chars > 0:
+        n = directives.token_chars
+        reasoning, content = ([(t * (n // len(t) + 1))[:n] for t in part] for part in (reasoning, content))
     if directives.echo:
         last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = _DIRECTIVE.sub("", str(last_user.get("content", ""))).strip()

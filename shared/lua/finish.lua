@@ -2,25 +2,21 @@
 -- and start the retention clock on every key of the generation. Idempotent like append.lua.
 -- KEYS: record, events, reasoning, content, leases, queued
 -- ARGV: attempt, expected_seq, retention_s, status, finish_reason, usage_json, error_json,
---       then (type, data, text) triples
+--       then (type, data, text_slot, text) per event, as in append.lua
 -- Returns the last seq, or -1 when fenced.
 local rec = KEYS[1]
 local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'written_from', 'id', 'requeued')
-local n = (#ARGV - 7) / 3
+local n = (#ARGV - 7) / 4
 if st[1] ~= ARGV[1] then return -1 end
 local seq = tonumber(st[3])
 local expected = tonumber(ARGV[2])
 if st[2] == ARGV[4] and seq == expected + n and st[4] == ARGV[2] then return seq end
 if st[2] ~= 'running' or seq ~= expected or st[6] then return -1 end
-for i = 8, #ARGV, 3 do
+for i = 8, #ARGV, 4 do
   seq = seq + 1
-  local kind = ARGV[i]
-  redis.call('XADD', KEYS[2], seq .. '-0', 't', kind, 'd', ARGV[i + 1])
-  if kind == 'reasoning' then
-    redis.call('APPEND', KEYS[3], ARGV[i + 2])
-  elseif kind == 'content' then
-    redis.call('APPEND', KEYS[4], ARGV[i + 2])
-  end
+  redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
+  local slot = tonumber(ARGV[i + 2])
+  if slot > 0 then redis.call('APPEND', KEYS[2 + slot], ARGV[i + 3]) end
 end
 local t = redis.call('TIME')
 local now_s = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)

@@ -15,6 +15,7 @@ from reasonq.shared import keys
 from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.redis import create_redis
 from reasonq.shared.settings import Settings
+from reasonq.shared.store import AdmissionCounts
 
 
 def _principal(**limits: int) -> Principal:
@@ -25,7 +26,7 @@ def _run(unit_redis_url: str, body):  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
         redis = create_redis(unit_redis_url, max_connections=4)
         try:
-            return await body(redis, Admission(redis, retention_s=3600))
+            return await body(redis, Admission(AdmissionCounts(redis), retention_s=3600))
         finally:
             await redis.aclose()
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from reasonq.api.hub import Hub
-from reasonq.shared.events import StatusEvent, encode_delta, encode_event
-from reasonq.shared.redis import create_redis
+from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
+from reasonq.shared.redis import create_blocking_redis, create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
 from reasonq.shared.store import GenerationStore
 
@@ -28,27 +28,29 @@ class Producer:
         self.seq = 0
 
     async def start(self) -> None:
-        await self.store.create(
+        await self.store.records.create(
             self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
         )
-        claim = await self.store.claim(self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
+        claim = await self.store.leases.claim(
+            self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))]
+        )
         self.seq = claim.seq
 
     async def emit(self, n: int) -> None:
         for i in range(n):
             text = f"t{self.seq + 1};"
-            self.seq = await self.store.append(self.gid, 1, self.seq, [("content", encode_delta(text), text)])
+            self.seq = await self.store.streams.append(self.gid, 1, self.seq, [delta_args(CONTENT, text)])
             if i % 7 == 0:
                 await asyncio.sleep(0.002)
 
     async def finish(self) -> None:
-        self.seq = await self.store.finish(
+        self.seq = await self.store.streams.finish(
             self.gid,
             1,
             self.seq,
             60,
             ("completed", "stop", None, None),
-            [("done", b'{"status":"completed","finish_reason":"stop","usage":null,"error":null}', "")],
+            [event_args(DoneEvent(status="completed", finish_reason="stop"))],
         )
 
 
@@ -67,7 +69,12 @@ def with_hub(unit_redis_url: str) -> Callable[..., Any]:
         async def main() -> Any:
             redis = create_redis(unit_redis_url, max_connections=8)
             store = GenerationStore(redis)
-            hub = Hub(unit_redis_url, store, block_ms=2_000, ring_events=ring_events)
+            hub = Hub(
+                lambda: create_blocking_redis(unit_redis_url, block_ms=2_000),
+                store,
+                block_ms=2_000,
+                ring_events=ring_events,
+            )
             hub.start()
             try:
                 return await asyncio.wait_for(body(hub, store), 30)

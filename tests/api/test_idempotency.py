@@ -75,6 +75,7 @@ def test_issue18_a_claim_left_by_a_crashed_request_expires_in_seconds(
     from reasonq.api import idempotency
     from reasonq.shared import keys
     from reasonq.shared.redis import create_redis
+    from reasonq.shared.store import IdempotencyKeys
 
     url = redis_server.url  # type: ignore[attr-defined]
     key = secrets.token_hex(8)
@@ -82,7 +83,12 @@ def test_issue18_a_claim_left_by_a_crashed_request_expires_in_seconds(
     async def crashed_claim() -> int:
         redis = create_redis(url, max_connections=2)
         try:
-            assert await idempotency.claim(redis, "generations:anonymous", key, "d" * 32, "gen_never_created") is None
+            assert (
+                await idempotency.claim(
+                    IdempotencyKeys(redis), "generations:anonymous", key, "d" * 32, "gen_never_created"
+                )
+                is None
+            )
             return int(await redis.ttl(keys.idempotency_key("generations:anonymous", key)))
         finally:
             await redis.aclose()

@@ -34,7 +34,7 @@ def test_the_wheel_holds_only_the_reasonq_namespace(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"reasonq", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for module in ("reasonq/api/main.py", "reasonq/worker/app.py", "reasonq/shared/store.py", "reasonq/cli.py"):
+    for module in ("reasonq/api/main.py", "reasonq/worker/app.py", "reasonq/shared/store/records.py", "reasonq/cli.py"):
         assert module in names
     # the data files the code opens at run time
     assert "reasonq/shared/lua/claim.lua" in names and "reasonq/api/static/viewer.html" in names

@@ -114,11 +114,11 @@ def test_issue18_a_claim_resent_after_a_lost_reply_is_still_claimed(
         try:
             gid = f"gen_lost_{time.monotonic_ns()}"
             request = GenerationCreate(messages=[Message(role="user", content="x")])
-            await GenerationStore(direct).create(gid, request, time.time(), "q", "anonymous")
+            await GenerationStore(direct).records.create(gid, request, time.time(), "q", "anonymous")
             store = GenerationStore(through)
-            await store.claim(f"gen_warm_{gid}", 0, 1000, [])  # loads the script over the proxy
+            await store.leases.claim(f"gen_warm_{gid}", 0, 1000, [])  # loads the script over the proxy
             proxy.drop_next_reply()
-            claim = await store.claim(gid, 0, 60_000, [])
+            claim = await store.leases.claim(gid, 0, 60_000, [])
             attempt = int(await direct.hget(keys.record_key(gid), "attempt") or 0)
             return claim.outcome, attempt, str(claim.seq)
         finally:

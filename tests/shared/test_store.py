@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from reasonq.shared import keys
-from reasonq.shared.events import StatusEvent, encode_delta, encode_event
+from reasonq.shared.events import CONTENT, REASONING, EventArgs, StatusEvent, delta_args, encode_event
 from reasonq.shared.redis import create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
 from reasonq.shared.store import GenerationStore
@@ -41,31 +41,31 @@ def _running(attempt: int) -> list[tuple[str, bytes]]:
     return [encode_event(StatusEvent(status="running", attempt=attempt))]
 
 
-def _delta(kind: str, text: str) -> tuple[str, bytes, str]:
-    return (kind, encode_delta(text), text)
+def _delta(kind: str, text: str) -> EventArgs:
+    return delta_args({"reasoning": REASONING, "content": CONTENT}[kind], text)
 
 
 def test_create_then_claim_append_finish(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_store_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q", "anonymous")
-        target = await store.load_claim_target(gid)
+        await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        target = await store.leases.load_target(gid)
         assert target is not None and target.status == "queued" and target.attempt == 0
-        claim = await store.claim(gid, 0, 5_000, _running(1))
+        claim = await store.leases.claim(gid, 0, 5_000, _running(1))
         assert (claim.outcome, claim.seq) == ("claimed", 2)
         # a second claim while the lease is live is refused
-        assert (await store.claim(gid, 1, 5_000, _running(2))).outcome == "busy"
-        seq = await store.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")])
+        assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "busy"
+        seq = await store.streams.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")])
         assert seq == 4
         # the same write retried (its reply lost) is not applied twice
-        assert await store.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")]) == 4
+        assert await store.streams.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")]) == 4
         # a writer with a stale idea of the stream is refused
-        assert await store.append(gid, 1, 3, [_delta("content", "x")]) == -1
+        assert await store.streams.append(gid, 1, 3, [_delta("content", "x")]) == -1
         # another attempt is refused
-        assert await store.append(gid, 2, 4, [_delta("content", "x")]) == -1
-        seq = await store.finish(gid, 1, 4, 120, ("completed", "stop", {"total_tokens": 3}, None), [])
+        assert await store.streams.append(gid, 2, 4, [_delta("content", "x")]) == -1
+        seq = await store.streams.finish(gid, 1, 4, 120, ("completed", "stop", {"total_tokens": 3}, None), [])
         assert seq == 4
-        record = await store.get(gid)
+        record = await store.records.get(gid)
         assert record is not None
         assert (record.status, record.reasoning, record.content, record.finish_reason) == (
             "completed",
@@ -78,12 +78,12 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
             ttl = await store.redis.ttl(key)
             assert 0 < ttl <= 120, key
         # finished: no more writes, no more claims
-        assert await store.append(gid, 1, 4, [_delta("content", "x")]) == -1
-        assert (await store.claim(gid, 1, 5_000, _running(2))).outcome == "finished"
-        events = await store.read_events(gid, 0, 100)
+        assert await store.streams.append(gid, 1, 4, [_delta("content", "x")]) == -1
+        assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "finished"
+        events = await store.streams.read(gid, 0, 100)
         assert [e.seq for e in events] == [1, 2, 3, 4]
         assert [e.type for e in events] == ["status", "status", "reasoning", "content"]
-        assert [e.seq for e in await store.read_events(gid, 2, 100)] == [3, 4]
+        assert [e.seq for e in await store.streams.read(gid, 2, 100)] == [3, 4]
 
     with_store(body)
 
@@ -91,19 +91,19 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
 def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_lease_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q", "anonymous")
-        assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
-        await store.append(gid, 1, 2, [_delta("content", "old text")])
+        await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        assert (await store.leases.claim(gid, 0, 50, _running(1))).outcome == "claimed"
+        await store.streams.append(gid, 1, 2, [_delta("content", "old text")])
         await asyncio.sleep(0.1)
         # a stale claimer that read attempt 0 loses the compare-and-set
-        assert (await store.claim(gid, 0, 5_000, _running(2))).outcome == "conflict"
-        claim = await store.claim(gid, 1, 5_000, _running(2))
+        assert (await store.leases.claim(gid, 0, 5_000, _running(2))).outcome == "conflict"
+        claim = await store.leases.claim(gid, 1, 5_000, _running(2))
         assert claim.outcome == "claimed"
-        record = await store.get(gid)
+        record = await store.records.get(gid)
         assert record is not None and record.attempt == 2 and record.content == ""
-        assert await store.append(gid, 1, 3, [_delta("content", "zombie")]) == -1
-        assert await store.renew_leases([(gid, 1)], 5_000) == ([gid], [])
-        assert await store.renew_leases([(gid, 2)], 5_000) == ([], [])
+        assert await store.streams.append(gid, 1, 3, [_delta("content", "zombie")]) == -1
+        assert await store.leases.renew([(gid, 1)], 5_000) == ([gid], [])
+        assert await store.leases.renew([(gid, 2)], 5_000) == ([], [])
 
     with_store(body)
 
@@ -111,19 +111,19 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
 def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_sweep_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q", "anonymous")
-        assert (await store.claim(gid, 0, 50, _running(1))).outcome == "claimed"
-        assert gid not in await store.requeue_expired(grace_ms=5_000)  # lease still live
+        await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        assert (await store.leases.claim(gid, 0, 50, _running(1))).outcome == "claimed"
+        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)  # lease still live
         await asyncio.sleep(0.1)
-        assert gid in await store.requeue_expired(grace_ms=5_000)
-        assert gid not in await store.requeue_expired(grace_ms=5_000)  # a second sweep does not dispatch again
+        assert gid in await store.leases.requeue_expired(grace_ms=5_000)
+        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)  # a second sweep does not dispatch again
         # the old attempt is fenced the moment it is handed back
-        assert await store.append(gid, 1, 2, [_delta("content", "late")]) == -1
-        target = await store.load_claim_target(gid)
+        assert await store.streams.append(gid, 1, 2, [_delta("content", "late")]) == -1
+        target = await store.leases.load_target(gid)
         assert target is not None and target.restart_reason == "worker_lost" and target.losses == 1
         # the handed-back generation can be claimed despite the grace lease
-        assert (await store.claim(gid, 1, 5_000, _running(2))).outcome == "claimed"
-        assert gid not in await store.requeue_expired(grace_ms=5_000)
+        assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "claimed"
+        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)
 
     with_store(body)
 
@@ -131,16 +131,16 @@ def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
 def test_hand_back_and_handover(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_hand_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time(), "q", "anonymous")
-        await store.claim(gid, 0, 60_000, _running(1))
-        seq = await store.append(gid, 1, 2, [_delta("content", "kept ")])
+        await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        await store.leases.claim(gid, 0, 60_000, _running(1))
+        seq = await store.streams.append(gid, 1, 2, [_delta("content", "kept ")])
         # the owner starts its next attempt itself, keeping the text (continue)
-        claim = await store.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
+        claim = await store.leases.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
         assert claim.outcome == "claimed" and claim.seq == seq + 1
-        assert (await store.get_text(gid)) == ("", "kept ")
-        assert await store.hand_back([(gid, 1)], "worker_shutdown", 5_000) == []  # not attempt 1's any more
-        assert await store.hand_back([(gid, 2)], "worker_shutdown", 5_000) == [gid]
-        target = await store.load_claim_target(gid)
+        assert (await store.records.get_text(gid)) == ("", "kept ")
+        assert await store.leases.hand_back([(gid, 1)], "worker_shutdown", 5_000) == []  # not attempt 1's any more
+        assert await store.leases.hand_back([(gid, 2)], "worker_shutdown", 5_000) == [gid]
+        target = await store.leases.load_target(gid)
         assert target is not None and target.restart_reason == "worker_shutdown" and target.losses == 0
 
     with_store(body)
@@ -150,16 +150,16 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         queued, running = f"gen_cq_{time.monotonic_ns()}", f"gen_cr_{time.monotonic_ns()}"
         for gid in (queued, running):
-            await store.create(gid, _request(), time.time(), "q", "anonymous")
-        await store.claim(running, 0, 60_000, _running(1))
-        assert await store.cancel(queued, 60) == ("cancelled", "")
-        assert await store.cancel(queued, 60) == ("ended", "cancelled")  # idempotent
-        events = await store.read_events(queued, 0, 10)
+            await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        await store.leases.claim(running, 0, 60_000, _running(1))
+        assert await store.records.cancel(queued, 60) == ("cancelled", "")
+        assert await store.records.cancel(queued, 60) == ("ended", "cancelled")  # idempotent
+        events = await store.streams.read(queued, 0, 10)
         assert [e.type for e in events] == ["status", "status", "done"]
-        assert (await store.claim(queued, 0, 60_000, _running(1))).outcome == "finished"  # never starts
-        assert await store.cancel(running, 60) == ("requested", "")
-        assert await store.append(running, 1, 2, [_delta("content", "x")]) == -2
-        assert await store.cancel("gen_nope", 60) == ("missing", "")
+        assert (await store.leases.claim(queued, 0, 60_000, _running(1))).outcome == "finished"  # never starts
+        assert await store.records.cancel(running, 60) == ("requested", "")
+        assert await store.streams.append(running, 1, 2, [_delta("content", "x")]) == -2
+        assert await store.records.cancel("gen_nope", 60) == ("missing", "")
         assert queued.encode() not in await store.redis.zrange(keys.queued_key(), 0, -1)
 
     with_store(body)
@@ -168,22 +168,22 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
 def test_stale_queued_generations_are_found_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_stale_{time.monotonic_ns()}"
-        await store.create(gid, _request(), time.time() - 60, "q", "anonymous")
-        assert gid in await store.peek_stale_queued(older_than_ms=30_000)
-        assert await store.mark_dispatched([gid]) == [gid]
-        assert gid not in await store.peek_stale_queued(older_than_ms=30_000)  # dispatched just now
-        assert await store.queues_of([gid]) == {gid: "q"}
-        await store.claim(gid, 0, 60_000, _running(1))
-        assert gid not in await store.peek_stale_queued(older_than_ms=0)
-        assert await store.mark_dispatched([gid]) == []
+        await store.records.create(gid, _request(), time.time() - 60, "q", "anonymous")
+        assert gid in await store.leases.peek_stale_queued(older_than_ms=30_000)
+        assert await store.leases.mark_dispatched([gid]) == [gid]
+        assert gid not in await store.leases.peek_stale_queued(older_than_ms=30_000)  # dispatched just now
+        assert await store.leases.queues_of([gid]) == {gid: "q"}
+        await store.leases.claim(gid, 0, 60_000, _running(1))
+        assert gid not in await store.leases.peek_stale_queued(older_than_ms=0)
+        assert await store.leases.mark_dispatched([gid]) == []
 
     with_store(body)
 
 
 def test_missing_generation(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
-        assert await store.get("gen_none") is None
-        assert await store.load_claim_target("gen_none") is None
-        assert (await store.claim("gen_none", 0, 1000, _running(1))).outcome == "missing"
+        assert await store.records.get("gen_none") is None
+        assert await store.leases.load_target("gen_none") is None
+        assert (await store.leases.claim("gen_none", 0, 1000, _running(1))).outcome == "missing"
 
     with_store(body)

@@ -48,7 +48,7 @@ def make_runtime(unit_redis_url: str, sim_url: str) -> Iterator[Any]:
 def _create(runtime: WorkerRuntime, prompt: str) -> str:
     gid = "gen_" + secrets.token_urlsafe(16)
     request = GenerationCreate(messages=[Message(role="user", content=prompt)])
-    runtime.run(runtime.store.create(gid, request, time.time(), "q", "anonymous"))
+    runtime.run(runtime.store.records.create(gid, request, time.time(), "q", "anonymous"))
     return gid
 
 
@@ -80,7 +80,7 @@ def test_issue18_cancel_during_the_provider_backoff_stops_at_once(make_runtime: 
     runtime._loop.call_soon_threadsafe(runtime.running[gid].stop, "cancel")
     assert future.result(timeout=10) == "cancelled"
     assert time.monotonic() - asked < 0.5
-    record = runtime.run(runtime.store.get(gid))
+    record = runtime.run(runtime.store.records.get(gid))
     assert record is not None and record.status == "cancelled"
 
 
@@ -94,5 +94,5 @@ def test_issue18_a_fence_found_while_ending_a_failed_attempt_is_a_fence(make_run
     # another worker takes the generation over while this one waits to retry (its attempt number moves on)
     runtime.run(runtime.redis.hincrby(keys.record_key(gid), "attempt", 1))
     assert future.result(timeout=20) == "fenced"
-    record = runtime.run(runtime.store.get(gid))
+    record = runtime.run(runtime.store.records.get(gid))
     assert record is not None and record.status == "running"  # left to the attempt that owns it

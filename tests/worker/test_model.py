@@ -27,7 +27,7 @@ def stream(
         params = build_params(request, "reasonq-sim", continue_content)
         limits = StreamLimits(stall_timeout_s=stall_s, deadline=asyncio.get_running_loop().time() + deadline_s)
         try:
-            outcome = await stream_completion(client, params, lambda k, t: deltas.append((k, t)), [KEY], limits)
+            outcome = await stream_completion(client, params, lambda k, t: deltas.append((k.name, t)), [KEY], limits)
         finally:
             await client.close()
         return deltas, outcome

@@ -10,7 +10,7 @@ import pytest
 
 from reasonq.shared import keys
 from reasonq.shared.errors import FencedError
-from reasonq.shared.events import StatusEvent, encode_event
+from reasonq.shared.events import CONTENT, REASONING, StatusEvent, encode_event
 from reasonq.shared.redis import create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
 from reasonq.shared.store import GenerationStore
@@ -22,10 +22,10 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
         redis = create_redis(unit_redis_url, max_connections=4)
         store = GenerationStore(redis)
         gid = f"gen_writer_{time.monotonic_ns()}"
-        await store.create(
+        await store.records.create(
             gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
         )
-        claim = await store.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
+        claim = await store.leases.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         writer = EventWriter(store, gid, 1, claim.seq, interval_s, outage_s=30.0)
         try:
             return await body(store, gid, writer)
@@ -38,16 +38,16 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
 def test_a_burst_of_tokens_becomes_few_events(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(2_000):
-            writer.add("reasoning" if i < 1_500 else "content", f" t{i}")
+            writer.add(REASONING if i < 1_500 else CONTENT, f" t{i}")
             if i % 100 == 0:
                 await asyncio.sleep(0)  # let the writer run, as a real stream's awaits would
         await writer.finish("completed", "stop", {"completion_tokens": 2000}, None, retention_s=120)
-        record = await store.get(gid)
+        record = await store.records.get(gid)
         assert record is not None
         assert record.reasoning == "".join(f" t{i}" for i in range(1_500))
         assert record.content == "".join(f" t{i}" for i in range(1_500, 2_000))
         assert writer.writes < 30
-        events = await store.read_events(gid, 0, 1000)
+        events = await store.streams.read(gid, 0, 1000)
         assert [e.type for e in events][-2:] == ["status", "done"]
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
@@ -57,9 +57,9 @@ def test_a_burst_of_tokens_becomes_few_events(unit_redis_url: str) -> None:
 def test_slow_tokens_are_written_at_once(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(5):
-            writer.add("content", f"w{i}")
+            writer.add(CONTENT, f"w{i}")
             await asyncio.sleep(0.03)  # slower than the 10 ms window
-            events = await store.read_events(gid, 0, 100)
+            events = await store.streams.read(gid, 0, 100)
             assert events[-1].data == b'{"delta":"w%d"}' % i  # already in Redis, not held back
         await writer.finish("completed", "stop", retention_s=120)
 
@@ -69,13 +69,13 @@ def test_slow_tokens_are_written_at_once(unit_redis_url: str) -> None:
 def test_a_fenced_writer_stops(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         await store.redis.hset(keys.record_key(gid), "attempt", "2")  # another attempt took over
-        writer.add("content", "late")
+        writer.add(CONTENT, "late")
         await asyncio.sleep(0.05)
         with pytest.raises(FencedError):
-            writer.add("content", "later")
+            writer.add(CONTENT, "later")
         with pytest.raises(FencedError):
             await writer.finish("completed", "stop", retention_s=120)
-        assert (await store.get(gid)).content == ""  # type: ignore[union-attr]
+        assert (await store.records.get(gid)).content == ""  # type: ignore[union-attr]
 
     run_with_writer(unit_redis_url, body)
 
@@ -83,18 +83,18 @@ def test_a_fenced_writer_stops(unit_redis_url: str) -> None:
 def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(unit_redis_url: str) -> None:
     async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         for i in range(500):  # ~1,000 tokens/s for half a second
-            writer.add("content", f" f{i}")
+            writer.add(CONTENT, f" f{i}")
             if i % 5 == 4:
                 await asyncio.sleep(0.005)
         fast_writes = writer.writes
         assert fast_writes <= 25  # a fixed 10 ms interval would take ~50
         for i in range(3):  # then slow: each token written at once again
             await asyncio.sleep(0.12)
-            writer.add("content", f" s{i}")
+            writer.add(CONTENT, f" s{i}")
             await asyncio.sleep(0.02)
-            assert (await store.get_text(gid))[1].endswith(f" s{i}")
+            assert (await store.records.get_text(gid))[1].endswith(f" s{i}")
         await writer.finish("completed", "stop", retention_s=120)
-        text = (await store.get(gid)).content  # type: ignore[union-attr]
+        text = (await store.records.get(gid)).content  # type: ignore[union-attr]
         assert text == "".join(f" f{i}" for i in range(500)) + " s0 s1 s2"
 
     async def run_adaptive(store: GenerationStore, gid: str, writer: EventWriter) -> None:

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
+from redis.asyncio import Redis
 
 from reasonq.shared import keys
 from reasonq.shared.events import TERMINAL_STATUSES
 from reasonq.shared.schemas import GenerationCreate
-from reasonq.shared.store import ANONYMOUS, GenerationStore
+from reasonq.shared.store.records import ANONYMOUS, Records
 
 _CHUNK = 500  # generations written per pipeline
 
@@ -47,12 +48,12 @@ class BatchState:
         }
 
 
-class BatchStore:
-    """Reads and writes batches; their generations live in the ``GenerationStore`` like any other."""
+class Batches:
+    """Reads and writes batches; their generations are records like any other."""
 
-    def __init__(self, store: GenerationStore) -> None:
-        self.store = store
-        self.redis = store.redis
+    def __init__(self, redis: Redis, records: Records) -> None:
+        self._redis = redis
+        self._records = records
 
     async def create(
         self,
@@ -66,11 +67,9 @@ class BatchStore:
         """Write every generation (queued) and the batch; ``items`` are (custom_id, generation_id, request)."""
         created_at = time.time()
         for start in range(0, len(items), _CHUNK):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _, generation_id, request in items[start : start + _CHUNK]:
-                    self.store.queue_create(pipe, generation_id, request, created_at, queue, owner)
-                await pipe.execute()
-        async with self.redis.pipeline(transaction=True) as pipe:
+            chunk = [(generation_id, request) for _, generation_id, request in items[start : start + _CHUNK]]
+            await self._records.create_many(chunk, created_at, queue, owner)
+        async with self._redis.pipeline(transaction=True) as pipe:
             record: dict[str, str | bytes] = {
                 "status": "in_progress",
                 "created_at": f"{created_at:.3f}",
@@ -91,37 +90,31 @@ class BatchStore:
     async def delete(self, batch_id: str, generation_ids: list[str], owner: str) -> None:
         """Remove a batch and its generations (used when its tasks could not be queued)."""
         for start in range(0, len(generation_ids), _CHUNK):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for generation_id in generation_ids[start : start + _CHUNK]:
-                    self.store.queue_delete(pipe, generation_id, owner)
-                await pipe.execute()
-        await self.redis.delete(keys.batch_key(batch_id), keys.batch_items_key(batch_id))
+            await self._records.delete(generation_ids[start : start + _CHUNK], owner)
+        await self._redis.delete(keys.batch_key(batch_id), keys.batch_items_key(batch_id))
 
     async def owner(self, batch_id: str) -> str | None:
         """The name of the client key that created the batch, ``None`` when unknown or expired."""
-        status, owner = cast(list[bytes | None], await self.redis.hmget(keys.batch_key(batch_id), ["status", "owner"]))
+        status, owner = cast(list[bytes | None], await self._redis.hmget(keys.batch_key(batch_id), ["status", "owner"]))
         if status is None:
             return None
         return owner.decode() if owner else ANONYMOUS
 
     async def items(self, batch_id: str) -> list[tuple[str, str]]:
         """(custom_id, generation_id) per input line, in order."""
-        raw = cast(list[bytes], await self.redis.lrange(keys.batch_items_key(batch_id), 0, -1))
+        raw = cast(list[bytes], await self._redis.lrange(keys.batch_items_key(batch_id), 0, -1))
         return [cast(tuple[str, str], tuple(item.decode().split("\t", 1))) for item in raw]
 
     async def statuses(self, generation_ids: list[str]) -> list[str | None]:
         """Each generation's status (``None`` once expired)."""
         out: list[str | None] = []
         for start in range(0, len(generation_ids), 2_000):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for gid in generation_ids[start : start + 2_000]:
-                    pipe.hget(keys.record_key(gid), "status")
-                out += [s.decode() if s else None for s in await pipe.execute()]
+            out += await self._records.statuses(generation_ids[start : start + 2_000])
         return out
 
     async def get(self, batch_id: str) -> BatchState | None:
         """The batch with counts computed from its generations now."""
-        record = cast(dict[bytes, bytes], await self.redis.hgetall(keys.batch_key(batch_id)))
+        record = cast(dict[bytes, bytes], await self._redis.hgetall(keys.batch_key(batch_id)))
         if not record:
             return None
         statuses = await self.statuses([gid for _, gid in await self.items(batch_id)])
@@ -132,7 +125,7 @@ class BatchStore:
         if completed + failed == len(statuses) and status in ("in_progress", "cancelling"):
             status = "completed" if status == "in_progress" else "cancelled"
             completed_at = time.time()
-            await self.redis.hset(
+            await self._redis.hset(
                 keys.batch_key(batch_id), mapping={"status": status, "completed_at": f"{completed_at:.3f}"}
             )
         return BatchState(
@@ -149,14 +142,14 @@ class BatchStore:
 
     async def cancel(self, batch_id: str, retention_s: int) -> None:
         """Cancel every generation of the batch that has not ended."""
-        await self.redis.hset(
+        await self._redis.hset(
             keys.batch_key(batch_id), mapping={"status": "cancelling", "cancelled_at": f"{time.time():.3f}"}
         )
         items = await self.items(batch_id)
         statuses = await self.statuses([gid for _, gid in items])
         for (_, gid), status in zip(items, statuses, strict=True):
             if status is not None and status not in TERMINAL_STATUSES:
-                await self.store.cancel(gid, retention_s)
+                await self._records.cancel(gid, retention_s)
 
     async def results(self, batch_id: str) -> AsyncIterator[bytes]:
         """One JSONL line per finished generation, in input order (OpenAI's batch output line format)."""
@@ -165,7 +158,7 @@ class BatchStore:
         for (custom_id, gid), status in zip(items, statuses, strict=True):
             if status not in TERMINAL_STATUSES:
                 continue
-            g = await self.store.get(gid)
+            g = await self._records.get(gid)
             if g is None:
                 continue
             line: dict[str, Any] = {"id": gid, "custom_id": custom_id, "response": None, "error": None}

@@ -1,0 +1,67 @@
+"""The store: every read and write of reasonq's Redis keys, one noun per module, shared by the API and worker.
+
+``GenerationStore`` holds one of each part over one client; ``api/`` reaches Redis only through these parts
+(STYLE: no reach-through to the raw client), so a part is where a change of topology (Cluster) lands.
+
+- ``records``: generation records (create, read, list, cancel, text so far);
+- ``streams``: event streams (a worker's fenced appends and final write; reads viewers replay from);
+- ``leases``: which worker runs which attempt, hand-backs, re-dispatch of the queued;
+- ``presence``: viewers per generation, worker beats, deployment counters, health;
+- ``batches``, ``idempotency``, ``admission``: batches, ``Idempotency-Key`` claims, per-key limits' counts.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.store.admission import AdmissionCounts
+from reasonq.shared.store.batches import Batches, BatchState
+from reasonq.shared.store.idempotency import IdempotencyKeys
+from reasonq.shared.store.leases import ClaimResult, ClaimTarget, Leases
+from reasonq.shared.store.presence import Presence
+from reasonq.shared.store.records import ANONYMOUS, Records
+from reasonq.shared.store.streams import EventLog, Outcome
+
+__all__ = [
+    "ANONYMOUS",
+    "AdmissionCounts",
+    "BatchState",
+    "Batches",
+    "ClaimResult",
+    "ClaimTarget",
+    "EventLog",
+    "GenerationStore",
+    "IdempotencyKeys",
+    "Leases",
+    "Outcome",
+    "Presence",
+    "Records",
+]
+
+
+class GenerationStore:
+    """Every part of the store over one Redis client.
+
+    Args:
+        redis: an asyncio Redis client with ``decode_responses=False``.
+        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
+        simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        batcher: ScriptBatcher | None = None,
+        *,
+        simulated: bool = False,
+    ) -> None:
+        # The raw client, for tests that look at keys directly. api/ never uses it (tests/packaging checks).
+        self.redis = redis
+        self.records = Records(redis, simulated=simulated)
+        self.streams = EventLog(redis, batcher)
+        self.leases = Leases(redis)
+        self.presence = Presence(redis)
+        self.batches = Batches(redis, self.records)
+        self.idempotency = IdempotencyKeys(redis)
+        self.admission = AdmissionCounts(redis)

@@ -1,0 +1,206 @@
+"""Leases and dispatch: which worker runs which attempt, handing attempts back, and re-dispatching the queued.
+
+A running attempt holds a lease (a score in ``keys.leases_key``) that its worker renews; an attempt whose lease
+expired is handed back (``worker_lost``) and dispatched again. Every change of owner goes through a Lua script
+that compares and sets the attempt number, so two workers never write one attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from reasonq.shared import keys
+from reasonq.shared.backoff import Backoff
+from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.scripts import load_script
+
+logger = logging.getLogger(__name__)
+CLAIM_RESENDS = 3  # a claim whose reply was lost is sent again this many times (same token)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTarget:
+    """What a worker reads before claiming: the state to compare-and-set on, and the request to run."""
+
+    status: str
+    attempt: int
+    request: GenerationCreate
+    restart_reason: str | None = None
+    cancel_requested: bool = False
+    started_at: float | None = None
+    losses: int = 0
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """The outcome of a claim: ``claimed`` (with the last event id) or why not."""
+
+    outcome: Literal["claimed", "missing", "finished", "busy", "conflict"]
+    seq: int = 0
+    detail: str = ""
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+class Leases:
+    """Claims, renews and hands back attempts; finds what needs dispatching again.
+
+    Args:
+        redis: an asyncio Redis client with ``decode_responses=False``.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._claim = load_script(redis, "claim")
+        self._renew = load_script(redis, "renew")
+        self._requeue = load_script(redis, "requeue")
+
+    async def load_target(self, generation_id: str) -> ClaimTarget | None:
+        """Status, attempt and request of a generation, ``None`` if it does not exist."""
+        fields = ["status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "created_at"]
+        status, attempt, request, reason, cancel, started_at, losses, created_at = cast(
+            list[bytes | None], await self._redis.hmget(keys.record_key(generation_id), fields)
+        )
+        if status is None or request is None:
+            return None
+        return ClaimTarget(
+            status=status.decode(),
+            attempt=int(attempt or 0),
+            request=GenerationCreate.model_validate_json(request),
+            restart_reason=_text(reason),
+            cancel_requested=cancel is not None,
+            started_at=float(started_at) if started_at else None,
+            losses=int(losses or 0),
+            created_at=float(created_at or 0),
+        )
+
+    async def claim(
+        self,
+        generation_id: str,
+        expected_attempt: int,
+        lease_ttl_ms: int,
+        events: list[tuple[str, bytes]],
+        *,
+        handover: bool = False,
+        keep_text: bool = False,
+    ) -> ClaimResult:
+        """Start attempt ``expected_attempt + 1`` and append ``events``.
+
+        Refused while another worker holds a live lease, unless the generation was handed back, or ``handover``
+        (the current attempt's own worker starts the next one). ``keep_text`` continues the text instead of
+        clearing it.
+        """
+        token = secrets.token_hex(8)  # one per claim: a resend of this call is recognised as the same claim
+        args: list[str | bytes | int] = [expected_attempt, lease_ttl_ms, int(handover), int(keep_text), token]
+        for event_type, data in events:
+            args += [event_type, data]
+        backoff = Backoff(first_s=0.05)
+        for resend in range(CLAIM_RESENDS + 1):
+            try:
+                reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as e:
+                # Lost on the way there or back: the script may have run. The same token makes the resend
+                # answer 'claimed' if it did, so the attempt is never left owned by nobody (issue 18).
+                if resend == CLAIM_RESENDS:
+                    raise
+                logger.warning("generation %s: claim not confirmed (%s); sending it again", generation_id, e)
+                await backoff.sleep()
+        outcome = reply[0].decode()
+        if outcome == "claimed":
+            return ClaimResult("claimed", seq=int(reply[1]))
+        return ClaimResult(outcome, detail=reply[1].decode() if len(reply) > 1 else "")
+
+    async def renew(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> tuple[list[str], list[str]]:
+        """Extend the leases of ``(generation_id, attempt)`` pairs.
+
+        Returns the ids no longer owned, and the ids whose cancel was requested.
+        """
+        if not leases:
+            return [], []
+        lost, cancel = await self._renew(
+            keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)],
+            args=[lease_ttl_ms, *(a for _, a in leases)],
+        )
+        return [leases[int(i) - 1][0] for i in lost], [leases[int(i) - 1][0] for i in cancel]
+
+    async def requeue_expired(self, grace_ms: int, limit: int = 100) -> list[str]:
+        """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids.
+
+        The candidates are read first (their records are keys of their own), and the script checks each lease
+        again, atomically: one renewed in between is left alone.
+        """
+        now_ms = await self._now_ms()
+        ids = [
+            gid.decode()
+            for gid in cast(
+                list[bytes], await self._redis.zrangebyscore(keys.leases_key(), "-inf", now_ms, start=0, num=limit)
+            )
+        ]
+        if not ids:
+            return []
+        out = await self._requeue(
+            keys=[keys.leases_key(), *(keys.record_key(gid) for gid in ids)],
+            args=[grace_ms, "worker_lost", "expired", *ids],
+        )
+        return [gid.decode() for gid in out]
+
+    async def hand_back(self, leases: list[tuple[str, int]], reason: str, grace_ms: int) -> list[str]:
+        """Hand back ``(generation_id, attempt)`` pairs this worker owns (e.g. on shutdown); returns their ids."""
+        if not leases:
+            return []
+        args: list[str | int] = [grace_ms, reason, "attempts"]
+        for gid, attempt in leases:
+            args += [gid, attempt]
+        out = await self._requeue(keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args)
+        return [gid.decode() for gid in out]
+
+    async def _now_ms(self) -> int:
+        now_s, now_us = await self._redis.time()
+        return int(now_s) * 1000 + int(now_us) // 1000
+
+    async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:
+        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock)."""
+        now_ms = await self._now_ms()
+        ids = cast(
+            list[bytes],
+            await self._redis.zrangebyscore(keys.queued_key(), "-inf", now_ms - older_than_ms, start=0, num=limit),
+        )
+        return [gid.decode() for gid in ids]
+
+    async def mark_dispatched(self, generation_ids: list[str]) -> list[str]:
+        """Record a new dispatch of queued generations; returns those still queued (the others were claimed)."""
+        if not generation_ids:
+            return []
+        now_ms = await self._now_ms()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for gid in generation_ids:
+                pipe.zadd(keys.queued_key(), {gid: now_ms}, xx=True, ch=True)
+            changed = await pipe.execute()
+        return [gid for gid, c in zip(generation_ids, changed, strict=True) if c]
+
+    async def queues_of(self, generation_ids: list[str]) -> dict[str, str]:
+        """The Celery queue each generation was submitted to."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                pipe.hget(keys.record_key(gid), "queue")
+            queues = await pipe.execute()
+        return {gid: (q or b"").decode() for gid, q in zip(generation_ids, queues, strict=True)}
+
+    async def counts(self) -> dict[str, int]:
+        """Generations running (holding a lease) and queued, across the deployment."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.leases_key())
+            pipe.zcard(keys.queued_key())
+            running, queued = await pipe.execute()
+        return {"running": int(running), "queued": int(queued)}

@@ -1,0 +1,80 @@
+"""Who is there: viewers per generation across API processes, worker beats, and the deployment's shared state
+that health checks and metrics read (Redis itself, the deployment counters, queue depth, the share secret)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import cast
+
+from redis.asyncio import Redis
+
+from reasonq.shared import keys
+from reasonq.shared.stats import read_stats
+
+
+class Presence:
+    """Viewer counts, worker liveness and deployment-wide state.
+
+    Args:
+        redis: an asyncio Redis client with ``decode_responses=False``.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def publish_viewers(self, counts: dict[str, int], process_id: str) -> None:
+        """Record how many viewers this API process has per generation (0 removes the entry)."""
+        if not counts:
+            return
+        expiry_ms = int(time.time() * 1000) + keys.VIEWERS_TTL_MS // 2
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid, count in counts.items():
+                if count > 0:
+                    pipe.hset(keys.viewers_key(gid), process_id, f"{count} {expiry_ms}")
+                    pipe.pexpire(keys.viewers_key(gid), keys.VIEWERS_TTL_MS)
+                else:
+                    pipe.hdel(keys.viewers_key(gid), process_id)
+            await pipe.execute()
+
+    async def count_viewers(self, generation_id: str) -> int:
+        """Viewers of a generation across every API process (entries of processes that stopped updating are
+        ignored)."""
+        now_ms = time.time() * 1000
+        entries = cast(dict[bytes, bytes], await self._redis.hgetall(keys.viewers_key(generation_id)))
+        total = 0
+        for value in entries.values():
+            count, _, expiry = value.decode().partition(" ")
+            if float(expiry or 0) > now_ms:
+                total += int(count)
+        return total
+
+    async def beat(self, worker_id: str) -> None:
+        """A worker process is alive (readiness checks look for a recent beat)."""
+        now_ms = int(time.time() * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.workers_key(), {worker_id: now_ms})
+            pipe.zremrangebyscore(keys.workers_key(), "-inf", now_ms - keys.WORKERS_KEPT_MS)
+            await pipe.execute()
+
+    async def live_workers(self, within_ms: int = keys.LIVE_WORKER_MS) -> int:
+        """Worker processes that beat within ``within_ms``."""
+        now_ms = int(time.time() * 1000)
+        return int(await self._redis.zcount(keys.workers_key(), now_ms - within_ms, "+inf"))
+
+    async def ping(self) -> bool:
+        """Redis answers."""
+        return bool(await self._redis.ping())
+
+    async def deployment_stats(self) -> dict[str, float]:
+        """The deployment-wide counters and histograms the workers flush (``shared/stats.py``)."""
+        return await read_stats(self._redis)
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages waiting in a Celery queue, when the broker is this Redis (a list named after the queue)."""
+        return int(await self._redis.llen(queue))
+
+    async def share_secret(self) -> bytes:
+        """The deployment's share-link secret: the first API process to ask makes it, every other reads it."""
+        await self._redis.set(keys.share_secret_key(), secrets.token_hex(32), nx=True)
+        return cast(bytes, await self._redis.get(keys.share_secret_key()))

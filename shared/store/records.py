@@ -1,0 +1,207 @@
+"""Generation records: create, read, list, cancel, and the text a worker has streamed so far.
+
+A record is a hash (``keys.record_key``) beside its event stream and two text strings; ``create`` writes the
+hash and the first event (``status queued``, id 1) together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+import orjson
+from redis.asyncio import Redis
+
+from reasonq.shared import keys
+from reasonq.shared.events import DATA_FIELD, TERMINAL_STATUSES, TYPE_FIELD, DoneEvent, StatusEvent, encode_event
+from reasonq.shared.schemas import GenerationCreate, GenerationPublic
+from reasonq.shared.scripts import load_script
+from reasonq.shared.stats import add_metrics
+
+# The owner of everything created in open mode (no client keys), and of records from before keys existed.
+ANONYMOUS = "anonymous"
+CancelOutcome = Literal["cancelled", "requested", "ended", "missing"]
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _json(value: bytes | None) -> Any:
+    return orjson.loads(value) if value else None
+
+
+class Records:
+    """Reads and writes generation records.
+
+    Args:
+        redis: an asyncio Redis client with ``decode_responses=False``.
+        simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
+    """
+
+    def __init__(self, redis: Redis, *, simulated: bool = False) -> None:
+        self._redis = redis
+        self._simulated = simulated
+        self._cancel = load_script(redis, "cancel")
+        self._revoke = redis.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'share_epoch', 1) end"
+        )
+
+    async def create(
+        self, generation_id: str, request: GenerationCreate, created_at: float, queue: str, owner: str
+    ) -> None:
+        """Write a new queued generation and its first event (``status queued``, id 1) in one transaction.
+
+        ``queue`` is the Celery queue its task goes to; recovery dispatches it to the same queue again.
+        ``owner`` is the name of the client key that created it (only that key can read it).
+        """
+        await self.create_many([(generation_id, request)], created_at, queue, owner, transaction=True)
+
+    async def create_many(
+        self,
+        items: list[tuple[str, GenerationCreate]],
+        created_at: float,
+        queue: str,
+        owner: str,
+        *,
+        transaction: bool = False,
+    ) -> None:
+        """Write many queued generations in one round trip (a batch's chunk)."""
+        event_type, data = encode_event(StatusEvent(status="queued", attempt=0))
+        async with self._redis.pipeline(transaction=transaction) as pipe:
+            for generation_id, request in items:
+                record: dict[str, str | bytes] = {
+                    "id": generation_id,
+                    "status": "queued",
+                    "model": request.model or "",
+                    "created_at": f"{created_at:.3f}",
+                    "attempt": "0",
+                    "seq": "1",
+                    "queue": queue,
+                    "owner": owner,
+                    "request": request.model_dump_json(exclude_none=True),
+                    "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
+                }
+                if request.metadata:
+                    record["metadata"] = orjson.dumps(request.metadata)
+                if self._simulated:
+                    record["simulated"] = "1"
+                # redis-py types mapping values as a union that dict[str, str | bytes] does not match (invariance)
+                pipe.hset(keys.record_key(generation_id), mapping=record)  # type: ignore[arg-type]
+                pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
+                pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
+                pipe.zadd(keys.recent_key(owner), {generation_id: created_at})
+            pipe.zremrangebyrank(keys.recent_key(owner), 0, -keys.RECENT_KEPT - 1)
+            await pipe.execute()
+
+    async def delete(self, generation_ids: list[str], owner: str) -> None:
+        """Remove every key of these generations (used when their tasks could not be queued)."""
+        async with self._redis.pipeline(transaction=len(generation_ids) == 1) as pipe:
+            for generation_id in generation_ids:
+                pipe.delete(*keys.generation_keys(generation_id))
+                pipe.zrem(keys.queued_key(), generation_id)
+                pipe.zrem(keys.recent_key(owner), generation_id)
+            await pipe.execute()
+
+    async def access_of(self, generation_id: str) -> tuple[str, int] | None:
+        """``(owner, share_epoch)`` of a generation, ``None`` when unknown or expired."""
+        status, owner, epoch = cast(
+            list[bytes | None],
+            await self._redis.hmget(keys.record_key(generation_id), ["status", "owner", "share_epoch"]),
+        )
+        if status is None:
+            return None
+        # Generations created before keys existed belong to the open mode's principal.
+        return (owner.decode() if owner else ANONYMOUS), int(epoch or 0)
+
+    async def last_seq(self, generation_id: str) -> tuple[int, bool]:
+        """The id of the generation's newest event (0 when unknown), and whether it has ended."""
+        seq, status = cast(
+            list[bytes | None], await self._redis.hmget(keys.record_key(generation_id), ["seq", "status"])
+        )
+        return int(seq or 0), (status or b"").decode() in TERMINAL_STATUSES
+
+    async def statuses(self, generation_ids: list[str]) -> list[str | None]:
+        """The status of each generation (``None`` when unknown or expired), in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                pipe.hget(keys.record_key(gid), "status")
+            out = cast(list[bytes | None], await pipe.execute())
+        return [s.decode() if s is not None else None for s in out]
+
+    async def revoke_shares(self, generation_id: str) -> None:
+        """Invalidate every share link of a generation issued so far (a no-op once it expired: a plain HINCRBY
+        would then create a record without TTL)."""
+        await self._revoke(keys=[keys.record_key(generation_id)])
+
+    async def get(self, generation_id: str) -> GenerationPublic | None:
+        """The generation as the API shows it, or ``None`` when unknown or expired."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.record_key(generation_id))
+            pipe.get(keys.reasoning_key(generation_id))
+            pipe.get(keys.content_key(generation_id))
+            record, reasoning, content = await pipe.execute()
+        if not record:
+            return None
+        started_at = record.get(b"started_at")
+        finished_at = record.get(b"finished_at")
+        return GenerationPublic(
+            id=generation_id,
+            status=record[b"status"].decode(),
+            model=record[b"model"].decode(),
+            created_at=float(record[b"created_at"]),
+            started_at=float(started_at) if started_at else None,
+            finished_at=float(finished_at) if finished_at else None,
+            reasoning=(reasoning or b"").decode(),
+            content=(content or b"").decode(),
+            finish_reason=_text(record.get(b"finish_reason")),
+            usage=_json(record.get(b"usage")),
+            error=_json(record.get(b"error")),
+            attempt=int(record[b"attempt"]),
+            metadata=_json(record.get(b"metadata")),
+            simulated=record.get(b"simulated") == b"1",
+            messages=(_json(record.get(b"request")) or {}).get("messages", []),
+        )
+
+    async def list_recent(self, owner: str, limit: int) -> list[dict[str, Any]]:
+        """One owner's newest generations still readable: id, status, model, created_at, preview."""
+        ids = cast(list[bytes], await self._redis.zrevrange(keys.recent_key(owner), 0, limit - 1))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in ids:
+                pipe.hmget(keys.record_key(gid.decode()), ["status", "model", "created_at", "preview", "simulated"])
+            rows = await pipe.execute()
+        out = []
+        for gid, (status, model, created_at, preview, simulated) in zip(ids, rows, strict=True):
+            if status is None:
+                continue  # expired; the index entry is trimmed with time
+            out.append(
+                {
+                    "id": gid.decode(),
+                    "status": status.decode(),
+                    "model": (model or b"").decode(),
+                    "created_at": float(created_at or 0),
+                    "preview": (preview or b"").decode(),
+                    "simulated": simulated == b"1",
+                }
+            )
+        return out
+
+    async def get_text(self, generation_id: str) -> tuple[str, str]:
+        """The current attempt's reasoning and content so far."""
+        reasoning, content = cast(
+            list[bytes | None],
+            await self._redis.mget([keys.reasoning_key(generation_id), keys.content_key(generation_id)]),
+        )
+        return (reasoning or b"").decode(), (content or b"").decode()
+
+    async def cancel(self, generation_id: str, retention_s: int) -> tuple[CancelOutcome, str]:
+        """Cancel a generation: ``("cancelled", "")`` if it was queued, ``("requested", "")`` if running,
+        ``("ended", status)`` if it had ended, ``("missing", "")`` if unknown."""
+        _, status_data = encode_event(StatusEvent(status="cancelled", attempt=0))
+        _, done_data = encode_event(DoneEvent(status="cancelled", finish_reason="cancelled"))
+        reply = await self._cancel(keys=keys.script_keys(generation_id), args=[retention_s, status_data, done_data])
+        outcome = cast(CancelOutcome, reply[0].decode())
+        if outcome == "requested":
+            await self._redis.publish(keys.cancel_channel(), generation_id)
+        elif outcome == "cancelled":  # a queued one ends here, not in a worker: count its end here too (once)
+            await add_metrics(self._redis, f"cancel:{generation_id}", {"ended:cancelled": 1})
+        return outcome, reply[1].decode() if len(reply) > 1 else ""

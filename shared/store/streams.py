@@ -1,0 +1,97 @@
+"""Event streams: a worker's fenced appends and final write, and the reads viewers replay from.
+
+Writes go through Lua scripts (``shared/lua``) that check the attempt number and the expected last event id
+atomically, so a stale attempt can never append and a retried write is never doubled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from reasonq.shared import keys
+from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.events import EventArgs, StoredEvent, parse_entry
+from reasonq.shared.scripts import load_script
+
+# What XRANGE/XREVRANGE/XREAD answer with decode_responses=False.
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+# (status, finish_reason, usage, error): how a generation ended.
+Outcome = tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]
+
+
+class EventLog:
+    """Appends to and reads generations' event streams.
+
+    Args:
+        redis: an asyncio Redis client with ``decode_responses=False``.
+        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
+    """
+
+    def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None) -> None:
+        self._redis = redis
+        self._batcher = batcher
+        self._append = load_script(redis, "append")
+        self._finish = load_script(redis, "finish")
+
+    async def _run(self, script: AsyncScript, script_keys: list[str], args: list[Any]) -> Any:
+        if self._batcher is not None:
+            return await self._batcher.call(script, script_keys, args)
+        return await script(keys=script_keys, args=args)
+
+    async def read(self, generation_id: str, after: int, count: int) -> list[StoredEvent]:
+        """Up to ``count`` events with ids strictly greater than ``after``."""
+        entries = cast(
+            Entries, await self._redis.xrange(keys.events_key(generation_id), min=f"({after}-0", max="+", count=count)
+        )
+        return [parse_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def last(self, generation_id: str) -> StoredEvent | None:
+        """The newest event, ``None`` when there is none."""
+        entries = cast(Entries, await self._redis.xrevrange(keys.events_key(generation_id), count=1))
+        return parse_entry(entries[0][0], entries[0][1]) if entries else None
+
+    async def append(self, generation_id: str, attempt: int, expected_seq: int, events: list[EventArgs]) -> int:
+        """Append events for ``attempt``; returns the new last seq, -1 if fenced, -2 if cancel was requested."""
+        args: list[str | bytes | int] = [attempt, expected_seq]
+        for event in events:
+            args.extend(event)
+        return int(await self._run(self._append, keys.generation_keys(generation_id), args))
+
+    async def finish(
+        self,
+        generation_id: str,
+        attempt: int,
+        expected_seq: int,
+        retention_s: int,
+        outcome: Outcome,
+        events: list[EventArgs],
+    ) -> int:
+        """Append the last events, record ``(status, finish_reason, usage, error)`` and start retention."""
+        status, finish_reason, usage, error = outcome
+        args: list[str | bytes | int] = [
+            attempt,
+            expected_seq,
+            retention_s,
+            status,
+            finish_reason or "",
+            orjson.dumps(usage) if usage is not None else b"",
+            orjson.dumps(error) if error is not None else b"",
+        ]
+        for event in events:
+            args.extend(event)
+        return int(await self._run(self._finish, keys.script_keys(generation_id), args))
+
+    async def wake(self, wake_key: str) -> None:
+        """Wake a blocked reader that includes ``wake_key`` (a short stream of its own) in its XREAD."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(wake_key, {b"w": b"1"}, maxlen=16, approximate=True)
+            pipe.expire(wake_key, keys.HUB_WAKE_TTL_S)
+            await pipe.execute()
+
+    async def drop_wake(self, wake_key: str) -> None:
+        """Remove a reader's wake stream (the reader stopped)."""
+        await self._redis.delete(wake_key)
