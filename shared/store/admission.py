@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from reasonq.shared import keys
 from reasonq.shared.events import TERMINAL_STATUSES
 from reasonq.shared.scripts import load_script
+from reasonq.shared.store._values import server_now_ms
 
 AdmitOutcome = Literal["ok", "rpm", "full"]
 
@@ -51,8 +52,7 @@ class AdmissionCounts:
             for member, _ in members:
                 pipe.hget(keys.record_key(member.decode()), "status")
             statuses = cast(list[bytes | None], await pipe.execute())
-        now_s, now_us = await self._redis.time()
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        now_ms = await server_now_ms(self._redis)
         ended = [
             member
             for (member, score), status in zip(members, statuses, strict=True)

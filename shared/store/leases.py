@@ -20,6 +20,7 @@ from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.scripts import load_script
+from reasonq.shared.store._values import server_now_ms, text_or_none
 
 logger = logging.getLogger(__name__)
 CLAIM_RESENDS = 3  # a claim whose reply was lost is sent again this many times (same token)
@@ -48,10 +49,6 @@ class ClaimResult:
     detail: str = ""
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value else None
-
-
 class Leases:
     """Claims, renews and hands back attempts; finds what needs dispatching again.
 
@@ -77,7 +74,7 @@ class Leases:
             status=status.decode(),
             attempt=int(attempt or 0),
             request=GenerationCreate.model_validate_json(request),
-            restart_reason=_text(reason),
+            restart_reason=text_or_none(reason),
             cancel_requested=cancel is not None,
             started_at=float(started_at) if started_at else None,
             losses=int(losses or 0),
@@ -140,7 +137,7 @@ class Leases:
         The candidates are read first (their records are keys of their own), and the script checks each lease
         again, atomically: one renewed in between is left alone.
         """
-        now_ms = await self._now_ms()
+        now_ms = await server_now_ms(self._redis)
         ids = [
             gid.decode()
             for gid in cast(
@@ -165,13 +162,9 @@ class Leases:
         out = await self._requeue(keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args)
         return [gid.decode() for gid in out]
 
-    async def _now_ms(self) -> int:
-        now_s, now_us = await self._redis.time()
-        return int(now_s) * 1000 + int(now_us) // 1000
-
     async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:
         """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock)."""
-        now_ms = await self._now_ms()
+        now_ms = await server_now_ms(self._redis)
         ids = cast(
             list[bytes],
             await self._redis.zrangebyscore(keys.queued_key(), "-inf", now_ms - older_than_ms, start=0, num=limit),
@@ -182,7 +175,7 @@ class Leases:
         """Record a new dispatch of queued generations; returns those still queued (the others were claimed)."""
         if not generation_ids:
             return []
-        now_ms = await self._now_ms()
+        now_ms = await server_now_ms(self._redis)
         async with self._redis.pipeline(transaction=True) as pipe:
             for gid in generation_ids:
                 pipe.zadd(keys.queued_key(), {gid: now_ms}, xx=True, ch=True)

@@ -16,14 +16,11 @@ from reasonq.shared.events import DATA_FIELD, TERMINAL_STATUSES, TYPE_FIELD, Don
 from reasonq.shared.schemas import GenerationCreate, GenerationPublic
 from reasonq.shared.scripts import load_script
 from reasonq.shared.stats import add_metrics
+from reasonq.shared.store._values import text_or_none
 
 # The owner of everything created in open mode (no client keys), and of records from before keys existed.
 ANONYMOUS = "anonymous"
 CancelOutcome = Literal["cancelled", "requested", "ended", "missing"]
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value else None
 
 
 def _json(value: bytes | None) -> Any:
@@ -153,7 +150,7 @@ class Records:
             finished_at=float(finished_at) if finished_at else None,
             reasoning=(reasoning or b"").decode(),
             content=(content or b"").decode(),
-            finish_reason=_text(record.get(b"finish_reason")),
+            finish_reason=text_or_none(record.get(b"finish_reason")),
             usage=_json(record.get(b"usage")),
             error=_json(record.get(b"error")),
             attempt=int(record[b"attempt"]),
