@@ -34,8 +34,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Events fetched per XRANGE when a viewer catches up from Redis (fewer when events are large, see CHUNK_BYTES).
+# The first read is small: with events of up to 64 KiB (worker/writer.py MAX_EVENT_CHARS), 4 of them stay near
+# CHUNK_BYTES; 16 events of a fast stream let 50 viewers that stopped reading at their first replay pin ~150 MiB.
 CATCHUP_COUNT = 256
-CATCHUP_FIRST_COUNT = 16
+CATCHUP_FIRST_COUNT = 4
 # What one viewer is handed at once, in event data. A viewer that stops reading holds its last chunk in its
 # socket's send buffer: unbounded chunks let 50 stalled viewers of a 10 MB stream grow the API by 292 MiB
 # (tests/api/test_abuse.py, issue 18); one chunk per viewer of at most this size bounds that.
@@ -339,9 +341,11 @@ class Hub:
             events = await catch_up()
             if not events:
                 break
-            cursor = events[-1].seq
-            yield view.replay(events)
-            if events[-1].type == "done":
+            cursor, done = events[-1].seq, events[-1].type == "done"
+            taken = view.replay(events)
+            del events  # a viewer that stops reading pins only what it was handed, not the reply too
+            yield taken
+            if done:
                 return
         topic = await self._subscribe(generation_id)
         try:
@@ -354,9 +358,9 @@ class Hub:
                         events = await catch_up()
                         if not events:
                             continue
-                        cursor = events[-1].seq
-                        done = events[-1].type == "done"
+                        cursor, done = events[-1].seq, events[-1].type == "done"
                         taken = view.replay(events)
+                        del events
                     else:
                         taken, cursor = from_ring
                         done = topic.done_seq is not None and cursor >= topic.done_seq

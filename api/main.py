@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -19,22 +18,11 @@ from reasonq.api.limits import Admission
 from reasonq.api.middleware import RequestLimitMiddleware
 from reasonq.api.routes import batches, generations, health, openai_compat, pages
 from reasonq.api.submission import Submitter
+from reasonq.api.tuning import pin_mmap_threshold, tune_gc
 from reasonq.shared.queue import create_celery
 from reasonq.shared.redis import create_blocking_redis, create_redis
 from reasonq.shared.settings import get_settings
 from reasonq.shared.store import GenerationStore
-
-
-def tune_gc() -> None:
-    """Keep the garbage collector off the fan-out's tail latency.
-
-    With 1,000 viewers of one generation the default thresholds ran collections often enough, over the
-    thousands of live tasks and generators, to put the delivery lag p99 at 114 ms; moving what exists at
-    startup out of the collector's sight and collecting the youngest generation less often brought it to
-    16 ms, at the same CPU and memory (``bench/fanout.py``).
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 @asynccontextmanager
@@ -55,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     announce_access(keyring)
     hub.start()
     tune_gc()
+    pin_mmap_threshold()
     try:
         yield
     finally:

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 FENCED = -1
 CANCEL_REQUESTED = -2
+# The most text one delta event carries: a fast model's coalesced deltas are split into events of at most this
+# many characters (a single longer delta stays whole). Every viewer is handed whole events, so the event size
+# bounds what a viewer that stops reading pins in the API: with 500 KB events, 50 stalled viewers of a 10 MB
+# stream held 87-126 MiB of the API (tests/api/test_abuse.py, issue 18); the writes per second are unchanged.
+MAX_EVENT_CHARS = 64 * 1024
 
 
 class CancelRequested(ReasonqError):
@@ -69,6 +74,7 @@ class EventWriter:
         self._outage_s = outage_s
         # (kind, text parts, None) for deltas (joined when written); (None, [], arguments) for other events
         self._pending: list[tuple[DeltaKind | None, list[str], EventArgs | None]] = []
+        self._tail_chars = 0  # characters in the last pending entry's parts
         self._wakeup = asyncio.Event()
         self._closing = False
         self._error: BaseException | None = None
@@ -93,10 +99,12 @@ class EventWriter:
             raise self._error
         if not text:
             return
-        if self._pending and self._pending[-1][0] is kind:
+        if self._pending and self._pending[-1][0] is kind and self._tail_chars < MAX_EVENT_CHARS:
             self._pending[-1][1].append(text)
+            self._tail_chars += len(text)
         else:
             self._pending.append((kind, [text], None))
+            self._tail_chars = len(text)
         self._wakeup.set()
 
     def add_event(self, event: AnyEvent) -> None:

@@ -272,7 +272,12 @@ def test_slow_body_gets_408(guarded: Cluster) -> None:
     assert 1.5 < time.monotonic() - started < 4
 
 
-_STALLED_RSS_GROWTH_MIB: list[float] = []
+def _catchups(client: httpx.Client) -> float:
+    """The API's ``reasonq_slow_viewer_catchups_total``."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("reasonq_slow_viewer_catchups_total "):
+            return float(line.split()[1])
+    raise AssertionError("no reasonq_slow_viewer_catchups_total in /metrics")
 
 
 def _drain(sock: socket.socket, timeout_s: float) -> int:
@@ -310,21 +315,28 @@ def test_slow_readers_do_not_hold_back_other_viewers(guarded: Cluster, gclient: 
         started = time.perf_counter()
         events = read_events(gclient, gid, timeout_s=60)
         elapsed_s = time.perf_counter() - started
+        ended_at = time.time()
         rss_growth_mib = _rss_mib(pid) - rss_before
         record = wait_status(gclient, gid, {"completed"})
         assert text_of(events) == (record["reasoning"], record["content"])
         streamed_mib = (len(record["reasoning"]) + len(record["content"])) / 2**20
         assert streamed_mib >= 9.5  # the stream is 10 MB: 50 unread copies would be 500 MB
-        generating_s = record["finished_at"] - record["started_at"]
+        behind_s = ended_at - record["finished_at"]
         record_measurement("normal_viewer_with_50_stalled_readers_s", elapsed_s, "s")
+        record_measurement("normal_viewer_done_after_model_end_with_50_stalled_readers_s", behind_s, "s")
         record_measurement("api_rss_growth_with_50_stalled_10mb_readers_mib", rss_growth_mib, "MiB")
-        # The normal viewer ends with the generation, whatever the stalled ones do: it started with the POST and
-        # got the last event within a second of the model's last token.
-        assert elapsed_s < generating_s + 1.0, (elapsed_s, generating_s)
-        _STALLED_RSS_GROWTH_MIB.append(rss_growth_mib)
+        # The normal viewer ends with the generation, whatever the stalled ones do: it got the last event within a
+        # second of the model's end (the same clock: API, worker and test share this machine).
+        assert behind_s < 1.0, (behind_s, elapsed_s)
+        # 50 unread copies would be 500 MB; the bound is what the README promises. Before the allocator's mmap
+        # threshold was pinned (api/tuning.py), freed large frames stayed in the heap: 292-382 MiB here.
+        assert rss_growth_mib < 100, rss_growth_mib
+        catchups_before = _catchups(gclient)
         # Read again: each reader is far behind the ring, re-reads from Redis and gets the whole stream.
         for s in readers[:5]:
             assert _drain(s, timeout_s=30) > streamed_mib * 2**20
+        # They were far behind the ring of 8 events: each re-read from Redis.
+        assert _catchups(gclient) >= catchups_before + 5
     finally:
         for s in readers:
             s.close()
@@ -332,14 +344,3 @@ def test_slow_readers_do_not_hold_back_other_viewers(guarded: Cluster, gclient: 
     while gclient.get(f"/v1/generations/{gid}/viewers").json()["viewers"] > 0 and time.monotonic() < deadline:
         time.sleep(0.3)
     assert gclient.get(f"/v1/generations/{gid}/viewers").json()["viewers"] == 0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding (issue 18 closing note): 50 viewers that stop reading a 10 MB stream of ~500 KB events "
-    "grow the API by ~300 MiB, over the 100 MiB the README claims; bounding hand-outs to 256 KiB did not fix it",
-)
-def test_slow_readers_of_a_10mb_stream_cost_the_api_under_100_mib() -> None:
-    """Reads the growth the test above measured (it runs first)."""
-    assert _STALLED_RSS_GROWTH_MIB, "test_slow_readers_do_not_hold_back_other_viewers did not run"
-    assert _STALLED_RSS_GROWTH_MIB[-1] < 100, _STALLED_RSS_GROWTH_MIB

@@ -14,7 +14,7 @@ from reasonq.shared.events import CONTENT, REASONING, StatusEvent, encode_event
 from reasonq.shared.redis import create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
 from reasonq.shared.store import GenerationStore
-from reasonq.worker.writer import EventWriter
+from reasonq.worker.writer import MAX_EVENT_CHARS, EventWriter
 
 
 def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) -> Any:
@@ -103,3 +103,24 @@ def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(unit_red
         await body(store, gid, adaptive)
 
     run_with_writer(unit_redis_url, run_adaptive)
+
+
+def test_a_fast_streams_events_stay_under_max_event_chars(unit_redis_url: str) -> None:
+    """Issue 18: 20,000 tokens of 500 characters within one interval became events of ~500 KB, and every viewer
+    that stopped reading pinned whole events in the API. Coalesced text is split at ``MAX_EVENT_CHARS``; the
+    number of writes is unchanged and the text exact."""
+
+    async def body(store: GenerationStore, gid: str, writer: EventWriter) -> None:
+        tokens = [f"{i:04d}" + "x" * 496 for i in range(1_000)]  # 500 KB, added before the writer wakes
+        for token in tokens:
+            writer.add(CONTENT, token)
+        await writer.finish("completed", "stop", retention_s=120)
+        record = await store.records.get(gid)
+        assert record is not None and record.content == "".join(tokens)
+        events = await store.streams.read(gid, 0, 1000)
+        deltas = [e for e in events if e.type == "content"]
+        assert len(deltas) == -(-500_000 // MAX_EVENT_CHARS)  # 8 events of at most 64 Ki characters
+        assert all(len(e.data) < MAX_EVENT_CHARS + 600 for e in deltas)  # one token past the limit, plus JSON
+        assert writer.writes <= 2
+
+    run_with_writer(unit_redis_url, body)
