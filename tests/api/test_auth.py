@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 
+from reasonq.processes import wait_until
 from tests.conftest import ALICE, BOB, CAROL, DAVE, Cluster
 from tests.helpers import read_events, text_of, wait_status
 
@@ -172,7 +173,13 @@ def test_share_links_expire_and_can_be_revoked(alice: httpx.Client, anonymous: h
     gid = _submit(alice, f"short-lived {QUICK}")
     short = alice.post(f"/v1/generations/{gid}/share", json={"ttl_s": 1}).json()["token"]
     long = alice.post(f"/v1/generations/{gid}/share").json()["token"]
-    time.sleep(2.1)
+
+    def expired() -> bool:  # the link says 1 s; no fixed sleep (issue 18)
+        return anonymous.get(f"/v1/generations/{gid}", params={"token": short}).status_code != 200
+
+    started = time.monotonic()
+    wait_until(expired, timeout_s=5, what="the 1 s share link's expiry")
+    assert time.monotonic() - started < 2.5
     r = anonymous.get(f"/v1/generations/{gid}/events", params={"token": short})
     assert r.status_code == 401
     assert r.json()["error"]["type"] == "share_link_expired"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from reasonq.processes import RedisServer, free_port, http_ok, wait_until
-from tests.helpers import read_events, submit
+from tests.helpers import metric_value, read_events, submit
 
 
 def test_healthz_and_readyz(client: httpx.Client) -> None:
@@ -35,37 +35,49 @@ def test_metrics(client: httpx.Client) -> None:
     assert 'reasonq_generations_submitted_total{route="single"}' in text
     assert "reasonq_events_fanned_out_total" in text and 'reasonq_generations{state="running"}' in text
     assert 'reasonq_queue_depth{queue="reasonq"}' in text and "reasonq_live_workers" in text
-    fanned = next(line for line in text.splitlines() if line.startswith("reasonq_events_fanned_out_total"))
-    assert float(fanned.split()[-1]) >= 5
+    assert metric_value(text, "reasonq_events_fanned_out_total") >= 5
 
 
-def _metric(text: str, name: str) -> float:
-    line = next((x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{")), None)
-    return float(line.split()[-1]) if line is not None else 0.0
+def _settled_metrics(client: httpx.Client, heartbeat_s: float = 1.0) -> str:
+    """/metrics once no generation is queued or running and the workers' counters (flushed with each heartbeat)
+    stayed the same over more than one heartbeat: earlier tests' observations are all in."""
+    names = ("reasonq_tokens_total", "reasonq_queue_pickup_seconds_count")
+    deadline = time.monotonic() + 30
+    last: list[float] | None = None
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        idle = all(metric_value(text, f'reasonq_generations{{state="{s}"}}') == 0 for s in ("queued", "running"))
+        counters = [metric_value(text, n) for n in names]
+        if idle and counters == last:
+            return text
+        last = counters if idle else None
+        time.sleep(heartbeat_s * 1.5)
+    raise AssertionError("the deployment's counters did not settle in 30 s")
 
 
 def test_metrics_carry_the_deployments_tokens_ends_and_latency_histograms(client: httpx.Client) -> None:
-    before = client.get("/metrics").text
+    """Exact deltas over three generations of 7 + 5 tokens (issue 18: ``>=`` bounds passed with double counting)."""
+    before = _settled_metrics(client)
     gids = [submit(client, f"hist {i} sim:reasoning_tokens=7 sim:content_tokens=5") for i in range(3)]
     for gid in gids:
         read_events(client, gid)
-    deadline = time.monotonic() + 10  # workers add their observations with each heartbeat (1 s here)
-    while True:
-        text = client.get("/metrics").text
-        done = _metric(text, "reasonq_queue_pickup_seconds_count") - _metric(
-            before, "reasonq_queue_pickup_seconds_count"
-        )
-        if done >= 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert _metric(text, "reasonq_tokens_total") - _metric(before, "reasonq_tokens_total") >= 36
-    ended = 'reasonq_generations_ended_total{status="completed"}'
-    assert _metric(text, ended) - _metric(before, ended) >= 3
+
+    def delta(text: str, name: str) -> float:
+        return metric_value(text, name) - metric_value(before, name)
+
+    def observed() -> bool:  # workers add their observations with each heartbeat (1 s here)
+        return delta(client.get("/metrics").text, "reasonq_queue_pickup_seconds_count") >= 3
+
+    wait_until(observed, timeout_s=10, what="the workers' observations")
+    text = client.get("/metrics").text
+    assert delta(text, "reasonq_tokens_total") == 36
+    assert delta(text, 'reasonq_generations_ended_total{status="completed"}') == 3
+    assert delta(text, 'reasonq_generations_submitted_total{route="single"}') == 3
     for histogram in ("reasonq_time_to_first_token_seconds", "reasonq_queue_pickup_seconds"):
-        assert _metric(text, f"{histogram}_count") - _metric(before, f"{histogram}_count") >= 3
-        inf = _metric(text, f'{histogram}_bucket{{le="+Inf"}}')
-        assert inf == _metric(text, f"{histogram}_count")  # cumulative buckets end at the count
-        assert _metric(text, f"{histogram}_sum") > 0
+        assert delta(text, f"{histogram}_count") == 3
+        inf = metric_value(text, f'{histogram}_bucket{{le="+Inf"}}')
+        assert inf == metric_value(text, f"{histogram}_count")  # cumulative buckets end at the count
+        assert delta(text, f"{histogram}_sum") > 0
 
 
 def test_worker_serves_its_own_health(cluster: Any) -> None:

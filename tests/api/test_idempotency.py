@@ -7,7 +7,15 @@ import secrets
 
 import httpx
 
-from tests.helpers import wait_status
+from tests.helpers import metric_value, wait_status
+
+SUBMITTED = 'reasonq_generations_submitted_total{route="single"}'
+
+
+def _submitted(client: httpx.Client) -> float:
+    """Generations this API process has created (the suite's tests run one at a time)."""
+    return metric_value(client.get("/metrics").text, SUBMITTED)
+
 
 BODY = {"messages": [{"role": "user", "content": "once only sim:reasoning_tokens=3 sim:content_tokens=3"}]}
 
@@ -18,6 +26,7 @@ def _recent_ids(client: httpx.Client) -> list[str]:
 
 def test_same_key_same_body_returns_the_original(client: httpx.Client) -> None:
     key = secrets.token_hex(8)
+    created_before = _submitted(client)
     first = client.post("/v1/generations", json=BODY, headers={"Idempotency-Key": key})
     # the same request again, with the JSON written differently: still the same request
     again = client.post(
@@ -29,11 +38,15 @@ def test_same_key_same_body_returns_the_original(client: httpx.Client) -> None:
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert _recent_ids(client).count(first.json()["id"]) == 1
+    assert _submitted(client) - created_before == 1
     wait_status(client, first.json()["id"], {"completed"})
 
 
 def test_concurrent_retries_create_one_generation(client: httpx.Client, api_url: str) -> None:
+    """Sixteen concurrent requests with one key: one id for all, and exactly one generation created (not merely
+    equal ids: a second, orphaned generation would pass that)."""
     key = secrets.token_hex(8)
+    created_before = _submitted(client)
 
     def post(_: int) -> str:
         with httpx.Client(base_url=api_url, timeout=30) as c:
@@ -44,6 +57,8 @@ def test_concurrent_retries_create_one_generation(client: httpx.Client, api_url:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(post, range(16)))
     assert len(ids) == 1
+    assert _submitted(client) - created_before == 1
+    assert _recent_ids(client).count(ids.pop()) == 1
 
 
 def test_same_key_other_body_is_409(client: httpx.Client) -> None:

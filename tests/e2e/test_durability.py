@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from reasonq.processes import RedisServer, free_port
+from reasonq.processes import RedisServer, free_port, wait_until
 from tests.helpers import (
     Ev,
     assert_consecutive,
@@ -110,8 +110,11 @@ def test_cancel_a_queued_generation_it_never_starts(cluster: Any) -> None:
         r = client.post(f"/v1/generations/{gid}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
         assert client.post(f"/v1/generations/{gid}/cancel").json()["status"] == "cancelled"  # idempotent
-        c.add_worker()
-        time.sleep(1.0)  # the worker receives the task message and must not start it
+        worker = c.add_worker()
+        # The worker receives the task message and must not start it: wait until it has taken the message off the
+        # queue (its log says so), then check that nothing was written.
+        log = Path(worker.log_path or "")
+        wait_until(lambda: f"{gid}: already cancelled" in log.read_text(), timeout_s=30, what="the worker's skip")
         events = read_events(client, gid, timeout_s=5)
     assert [(e.type, e.data.get("status")) for e in events] == [
         ("status", "queued"),
@@ -134,7 +137,8 @@ def test_cancel_a_running_generation_stops_within_500_ms(client: httpx.Client, s
 
     viewer = threading.Thread(target=view)
     viewer.start()
-    time.sleep(0.2)
+    # attached before the cancel (the count is published every 2 s)
+    wait_until(lambda: client.get(f"/v1/generations/{gid}/viewers").json()["viewers"] >= 1, timeout_s=5, what="viewer")
     t0 = time.monotonic()
     r = client.post(f"/v1/generations/{gid}/cancel")
     assert r.status_code == 202 and r.json()["status"] == "running" and r.json()["cancel_requested"] is True
@@ -148,9 +152,11 @@ def test_cancel_a_running_generation_stops_within_500_ms(client: httpx.Client, s
     assert record["status"] == "cancelled" and record["reasoning"] == text_of(seen)[0]
     assert expected_text(prompt)[0].startswith(record["reasoning"])  # the text so far is kept
     assert client.post(f"/v1/generations/{gid}/cancel").json()["status"] == "cancelled"
-    time.sleep(0.2)
-    stats = httpx.get(f"{sim_url}/sim/stats").json()
-    assert any(d.startswith("cancel me") and d == prompt[:200] for d in stats["disconnects"])  # upstream closed
+
+    def upstream_closed() -> bool:
+        return prompt[:200] in httpx.get(f"{sim_url}/sim/stats").json()["disconnects"]
+
+    wait_until(upstream_closed, timeout_s=5, what="the simulator seeing the upstream stream closed")
     record_measurement("cancel_to_done_event", stop_ms, "ms")
 
 
@@ -264,7 +270,7 @@ def test_redis_restart_mid_stream(cluster: Any, tmp_path: Path) -> None:
             r = client.post("/v1/generations", json={"messages": [{"role": "user", "content": "during outage"}]})
             assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
             assert r.json()["error"]["type"] == "unavailable"
-            time.sleep(1.0)
+            time.sleep(1.0)  # the outage itself: Redis stays down this long (a duration, not a wait)
             server.start()
             viewer.join(90)
             events, reconnects = result[0]
