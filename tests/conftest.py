@@ -150,8 +150,8 @@ class Cluster:
         wait_until(lambda: http_ok(f"{self.url}/healthz"), timeout_s=30, what="API", process=self.api)
         return self.url
 
-    def add_worker(self, concurrency: int = 50, env: dict[str, str] | None = None) -> ManagedProcess:
-        worker = self.workers(self.name, concurrency=concurrency, env=env)
+    def add_worker(self, concurrency: int = 50, env: dict[str, str] | None = None, queues: str = "") -> ManagedProcess:
+        worker = self.workers(self.name, concurrency=concurrency, env=env, queues=queues)
         log = worker.log_path
         assert log is not None
         wait_until(lambda: "ready" in log.read_text(errors="replace"), timeout_s=30, what="worker", process=worker)

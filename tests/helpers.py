@@ -152,3 +152,29 @@ def record_measurement(name: str, value: float, unit: str) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = {"value": round(value, 4), "unit": unit, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def wait_record(client: httpx.Client, gid: str, predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
+    """Poll the record until ``predicate(record)`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = client.get(f"/v1/generations/{gid}").json()
+        if predicate(record):
+            return record
+        time.sleep(0.02)
+    raise AssertionError(f"{gid}: condition not met in {timeout_s} s")
+
+
+def reasoning_words(n: int) -> Any:
+    """A record predicate: at least ``n`` words of reasoning so far."""
+    return lambda record: len(record["reasoning"].split()) >= n
+
+
+def assert_whole(client: httpx.Client, gid: str, prompt: str, events: list[Ev]) -> dict[str, Any]:
+    """What the viewer reconstructed equals the record and the model's text; ids are consecutive."""
+    record = client.get(f"/v1/generations/{gid}").json()
+    assert record["status"] == "completed", record
+    assert_consecutive(events)
+    assert events[-1].type == "done" and [e.type for e in events].count("done") == 1
+    assert text_of(events) == (record["reasoning"], record["content"]) == expected_text(prompt)
+    return record

@@ -351,7 +351,7 @@ async def _stopped(
         except FencedError:
             return "fenced"
         handed = await runtime.store.leases.hand_back(
-            [(generation_id, writer.attempt)], "worker_shutdown", grace_ms=runtime.lease_ttl_ms
+            [(generation_id, writer.attempt)], "worker_shutdown"
         )
         if handed:
             queues = await runtime.store.leases.queues_of(handed)

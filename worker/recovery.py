@@ -68,7 +68,7 @@ async def sweep_once(runtime: WorkerRuntime) -> list[str]:
     """One sweep; returns the ids dispatched again."""
     store = runtime.store
     dispatched = []
-    expired = await store.leases.requeue_expired(grace_ms=runtime.lease_ttl_ms)
+    expired = await store.leases.requeue_expired()
     for generation_id, queue in (await store.leases.queues_of(expired)).items():
         logger.warning("generation %s: its worker was lost (lease expired); dispatching again", generation_id)
         if await runtime.dispatch(generation_id, queue):

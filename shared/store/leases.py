@@ -131,11 +131,11 @@ class Leases:
         )
         return [leases[int(i) - 1][0] for i in lost], [leases[int(i) - 1][0] for i in cancel]
 
-    async def requeue_expired(self, grace_ms: int, limit: int = 100) -> list[str]:
+    async def requeue_expired(self, limit: int = 100) -> list[str]:
         """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids.
 
         The candidates are read first (their records are keys of their own), and the script checks each lease
-        again, atomically: one renewed in between is left alone.
+        again, atomically: one renewed in between is left alone. Those handed back wait in the queued index.
         """
         now_ms = await server_now_ms(self._redis)
         ids = [
@@ -147,19 +147,21 @@ class Leases:
         if not ids:
             return []
         out = await self._requeue(
-            keys=[keys.leases_key(), *(keys.record_key(gid) for gid in ids)],
-            args=[grace_ms, "worker_lost", "expired", *ids],
+            keys=[keys.leases_key(), keys.queued_key(), *(keys.record_key(gid) for gid in ids)],
+            args=["worker_lost", "expired", *ids],
         )
         return [gid.decode() for gid in out]
 
-    async def hand_back(self, leases: list[tuple[str, int]], reason: str, grace_ms: int) -> list[str]:
+    async def hand_back(self, leases: list[tuple[str, int]], reason: str) -> list[str]:
         """Hand back ``(generation_id, attempt)`` pairs this worker owns (e.g. on shutdown); returns their ids."""
         if not leases:
             return []
-        args: list[str | int] = [grace_ms, reason, "attempts"]
+        args: list[str | int] = [reason, "attempts"]
         for gid, attempt in leases:
             args += [gid, attempt]
-        out = await self._requeue(keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args)
+        out = await self._requeue(
+            keys=[keys.leases_key(), keys.queued_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args
+        )
         return [gid.decode() for gid in out]
 
     async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:

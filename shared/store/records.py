@@ -191,7 +191,8 @@ class Records:
         return (reasoning or b"").decode(), (content or b"").decode()
 
     async def cancel(self, generation_id: str, retention_s: int) -> tuple[CancelOutcome, str]:
-        """Cancel a generation: ``("cancelled", "")`` if it was queued, ``("requested", "")`` if running,
+        """Cancel a generation: ``("cancelled", "")`` if it was queued or waiting for a worker after a hand-back,
+        ``("requested", "")`` if running,
         ``("ended", status)`` if it had ended, ``("missing", "")`` if unknown."""
         _, status_data = encode_event(StatusEvent(status="cancelled", attempt=0))
         _, done_data = encode_event(DoneEvent(status="cancelled", finish_reason="cancelled"))
@@ -199,6 +200,6 @@ class Records:
         outcome = cast(CancelOutcome, reply[0].decode())
         if outcome == "requested":
             await self._redis.publish(keys.cancel_channel(), generation_id)
-        elif outcome == "cancelled":  # a queued one ends here, not in a worker: count its end here too (once)
+        elif outcome == "cancelled":  # a queued or handed-back one ends here, not in a worker: count its end here too (once)
             await add_metrics(self._redis, f"cancel:{generation_id}", {"ended:cancelled": 1})
         return outcome, reply[1].decode() if len(reply) > 1 else ""

@@ -18,42 +18,19 @@ import redis
 from reasonq.processes import RedisServer, free_port, wait_until
 from tests.helpers import (
     Ev,
-    assert_consecutive,
+    assert_whole,
     expected_text,
     follow_resuming,
     read_events,
+    reasoning_words,
     record_measurement,
     submit,
     text_of,
+    wait_record,
     wait_status,
 )
 
 FAST_RECOVERY = {"REASONQ_LEASE_TTL_S": "2", "REASONQ_SWEEP_INTERVAL_S": "0.5"}
-
-
-def _wait_record(client: httpx.Client, gid: str, predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
-    """Poll the record until ``predicate(record)`` holds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = client.get(f"/v1/generations/{gid}").json()
-        if predicate(record):
-            return record
-        time.sleep(0.02)
-    raise AssertionError(f"{gid}: condition not met in {timeout_s} s")
-
-
-def _reasoning_words(n: int) -> Any:
-    return lambda record: len(record["reasoning"].split()) >= n
-
-
-def _assert_whole(client: httpx.Client, gid: str, prompt: str, events: list[Ev]) -> dict[str, Any]:
-    """What the viewer reconstructed equals the record and the model's text; ids are consecutive."""
-    record = client.get(f"/v1/generations/{gid}").json()
-    assert record["status"] == "completed", record
-    assert_consecutive(events)
-    assert events[-1].type == "done" and [e.type for e in events].count("done") == 1
-    assert text_of(events) == (record["reasoning"], record["content"]) == expected_text(prompt)
-    return record
 
 
 def test_sigkill_mid_generation_completes_on_another_worker(cluster: Any) -> None:
@@ -66,14 +43,14 @@ def test_sigkill_mid_generation_completes_on_another_worker(cluster: Any) -> Non
         seen: list[Ev] = []
         viewer = threading.Thread(target=lambda: seen.extend(read_events(client, gid, timeout_s=60)))
         viewer.start()
-        _wait_record(client, gid, _reasoning_words(10))
+        wait_record(client, gid, reasoning_words(10))
         c.add_worker()
         killed_at = time.monotonic()
         first.signal(signal.SIGKILL)
-        _wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)
+        wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)
         recovery_s = time.monotonic() - killed_at
         viewer.join(60)
-        _assert_whole(client, gid, prompt, seen)
+        assert_whole(client, gid, prompt, seen)
     restarts = [e.data for e in seen if e.type == "restart"]
     assert restarts == [{"attempt": 2, "reason": "worker_lost"}]
     assert {"status": "running", "attempt": 2} in [e.data for e in seen if e.type == "status"]
@@ -88,15 +65,15 @@ def test_a_paused_worker_that_comes_back_writes_nothing(cluster: Any) -> None:
     prompt = "pause me sim:reasoning_tokens=40 sim:content_tokens=60 sim:tokens_per_s=40"
     with httpx.Client(base_url=c.url, timeout=30) as client:
         gid = submit(client, prompt)
-        _wait_record(client, gid, _reasoning_words(5))
+        wait_record(client, gid, reasoning_words(5))
         c.add_worker()
         paused.signal(signal.SIGSTOP)
         try:
-            _wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)
+            wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)
         finally:
             paused.signal(signal.SIGCONT)  # it wakes with buffered tokens and a stale attempt
         events = read_events(client, gid, timeout_s=60)
-        _assert_whole(client, gid, prompt, events)
+        assert_whole(client, gid, prompt, events)
     assert [e.type for e in events].count("restart") == 1
     log = Path(paused.log_path or "").read_text()
     assert "fenced off" in log or "lease lost" in log
@@ -126,7 +103,7 @@ def test_cancel_a_queued_generation_it_never_starts(cluster: Any) -> None:
 def test_cancel_a_running_generation_stops_within_500_ms(client: httpx.Client, sim_url: str) -> None:
     prompt = f"cancel me {time.monotonic_ns()} sim:reasoning_tokens=200 sim:content_tokens=200 sim:tokens_per_s=40"
     gid = submit(client, prompt)
-    _wait_record(client, gid, _reasoning_words(5))
+    wait_record(client, gid, reasoning_words(5))
     seen: list[Ev] = []
     done_at: list[float] = []
 
@@ -185,7 +162,7 @@ def test_a_broken_stream_restarts_then_completes(client: httpx.Client) -> None:
     gid = submit(client, prompt)
     events = read_events(client, gid, timeout_s=30)
     assert [e.data for e in events if e.type == "restart"] == [{"attempt": 2, "reason": "provider_error"}]
-    _assert_whole(client, gid, prompt, events)
+    assert_whole(client, gid, prompt, events)
 
 
 def test_continue_strategy_gives_one_seamless_text(cluster: Any) -> None:
@@ -196,7 +173,7 @@ def test_continue_strategy_gives_one_seamless_text(cluster: Any) -> None:
     with httpx.Client(base_url=c.url, timeout=30) as client:
         gid = submit(client, prompt)
         events = read_events(client, gid, timeout_s=30)
-        record = _assert_whole(client, gid, prompt, events)
+        record = assert_whole(client, gid, prompt, events)
     assert not any(e.type == "restart" for e in events)
     assert record["attempt"] == 2
     assert {"status": "running", "attempt": 2} in [e.data for e in events if e.type == "status"]
@@ -211,7 +188,7 @@ def test_sigterm_drains_then_hands_back(cluster: Any) -> None:
     with httpx.Client(base_url=c.url, timeout=30) as client:
         short_id, long_id = submit(client, short), submit(client, long)
         for gid in (short_id, long_id):
-            _wait_record(client, gid, _reasoning_words(1))
+            wait_record(client, gid, reasoning_words(1))
         c.add_worker()
         t0 = time.monotonic()
         draining.signal(signal.SIGTERM)
@@ -220,8 +197,8 @@ def test_sigterm_drains_then_hands_back(cluster: Any) -> None:
         drained_s = time.monotonic() - t0
         short_events = read_events(client, short_id, timeout_s=30)
         long_events = read_events(client, long_id, timeout_s=60)
-        _assert_whole(client, short_id, short, short_events)
-        _assert_whole(client, long_id, long, long_events)
+        assert_whole(client, short_id, short, short_events)
+        assert_whole(client, long_id, long, long_events)
     assert not any(e.type == "restart" for e in short_events)  # finished within the grace period
     assert [e.data for e in long_events if e.type == "restart"] == [{"attempt": 2, "reason": "worker_shutdown"}]
     assert drained_s < 1.5 + 5
@@ -237,7 +214,7 @@ def test_lost_task_message_is_found_and_dispatched(cluster: Any, redis_server: R
         redis.Redis.from_url(redis_server.url).delete(c.queue)  # the broker lost the task (kombu keeps a list)
         c.add_worker()
         events = read_events(client, gid, timeout_s=30)
-        _assert_whole(client, gid, prompt, events)
+        assert_whole(client, gid, prompt, events)
 
 
 def test_poison_generation_ends_failed(cluster: Any, redis_server: RedisServer) -> None:
@@ -265,7 +242,7 @@ def test_redis_restart_mid_stream(cluster: Any, tmp_path: Path) -> None:
             result: list[Any] = []
             viewer = threading.Thread(target=lambda: result.append(follow_resuming(c.url, gid, timeout_s=90)))
             viewer.start()
-            _wait_record(client, gid, _reasoning_words(20))
+            wait_record(client, gid, reasoning_words(20))
             server.stop()
             r = client.post("/v1/generations", json={"messages": [{"role": "user", "content": "during outage"}]})
             assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
@@ -274,7 +251,7 @@ def test_redis_restart_mid_stream(cluster: Any, tmp_path: Path) -> None:
             server.start()
             viewer.join(90)
             events, reconnects = result[0]
-            _assert_whole(client, gid, prompt, events)
+            assert_whole(client, gid, prompt, events)
             # the worker rode it out and takes new work
             after = "after restart sim:reasoning_tokens=5 sim:content_tokens=5"
             assert wait_status(client, submit(client, after), {"completed"}, timeout_s=30)["status"] == "completed"
@@ -315,4 +292,4 @@ def test_chaos_kill_a_random_worker_every_few_seconds(cluster: Any) -> None:
             stop.set()
             killer.join(30)
         for gid, prompt, events in zip(ids, prompts, results, strict=True):
-            _assert_whole(client, gid, prompt, events)
+            assert_whole(client, gid, prompt, events)

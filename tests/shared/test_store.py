@@ -108,22 +108,36 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
     with_store(body)
 
 
+async def _indexed(store: GenerationStore, gid: str) -> tuple[bool, bool]:
+    """Whether the generation is in the leases index, and in the queued index."""
+    return (
+        await store.redis.zscore(keys.leases_key(), gid) is not None,
+        await store.redis.zscore(keys.queued_key(), gid) is not None,
+    )
+
+
 def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_sweep_{time.monotonic_ns()}"
         await store.records.create(gid, _request(), time.time(), "q", "anonymous")
         assert (await store.leases.claim(gid, 0, 50, _running(1))).outcome == "claimed"
-        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)  # lease still live
+        assert gid not in await store.leases.requeue_expired()  # lease still live
         await asyncio.sleep(0.1)
-        assert gid in await store.leases.requeue_expired(grace_ms=5_000)
-        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)  # a second sweep does not dispatch again
+        assert gid in await store.leases.requeue_expired()
+        assert gid not in await store.leases.requeue_expired()  # a second sweep does not dispatch again
+        # Issue 12: waiting unclaimed for longer than any lease (every worker full) is not another loss.
+        await asyncio.sleep(0.1)
+        assert gid not in await store.leases.requeue_expired()
+        assert await _indexed(store, gid) == (False, True)  # it waits as a queued one does
         # the old attempt is fenced the moment it is handed back
         assert await store.streams.append(gid, 1, 2, [_delta("content", "late")]) == -1
         target = await store.leases.load_target(gid)
         assert target is not None and target.restart_reason == "worker_lost" and target.losses == 1
-        # the handed-back generation can be claimed despite the grace lease
+        # the handed-back generation can be claimed, and then holds a lease again
         assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "claimed"
-        assert gid not in await store.leases.requeue_expired(grace_ms=5_000)
+        assert gid not in await store.leases.requeue_expired()
+        assert await _indexed(store, gid) == (True, False)
+        assert (await store.leases.load_target(gid)).losses == 1  # type: ignore[union-attr]
 
     with_store(body)
 
@@ -138,8 +152,8 @@ def test_hand_back_and_handover(with_store: Any) -> None:
         claim = await store.leases.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
         assert claim.outcome == "claimed" and claim.seq == seq + 1
         assert (await store.records.get_text(gid)) == ("", "kept ")
-        assert await store.leases.hand_back([(gid, 1)], "worker_shutdown", 5_000) == []  # not attempt 1's any more
-        assert await store.leases.hand_back([(gid, 2)], "worker_shutdown", 5_000) == [gid]
+        assert await store.leases.hand_back([(gid, 1)], "worker_shutdown") == []  # not attempt 1's any more
+        assert await store.leases.hand_back([(gid, 2)], "worker_shutdown") == [gid]
         target = await store.leases.load_target(gid)
         assert target is not None and target.restart_reason == "worker_shutdown" and target.losses == 0
 
@@ -161,6 +175,25 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
         assert await store.streams.append(running, 1, 2, [_delta("content", "x")]) == -2
         assert await store.records.cancel("gen_nope", 60) == ("missing", "")
         assert queued.encode() not in await store.redis.zrange(keys.queued_key(), 0, -1)
+
+    with_store(body)
+
+
+def test_cancel_of_a_handed_back_generation_ends_it_at_once(with_store: Any) -> None:
+    """Handed back and waiting for a worker, a generation has no owner to tell: cancel ends it there and then
+    (issue 18's 500 ms in every state), keeping the text so far."""
+
+    async def body(store: GenerationStore) -> None:
+        gid = f"gen_chb_{time.monotonic_ns()}"
+        await store.records.create(gid, _request(), time.time(), "q", "anonymous")
+        await store.leases.claim(gid, 0, 60_000, _running(1))
+        await store.streams.append(gid, 1, 2, [_delta("content", "so far")])
+        assert await store.leases.hand_back([(gid, 1)], "worker_shutdown") == [gid]
+        assert await store.records.cancel(gid, 60) == ("cancelled", "")
+        record = await store.records.get(gid)
+        assert record is not None and record.status == "cancelled" and record.content == "so far"
+        assert await _indexed(store, gid) == (False, False)
+        assert (await store.leases.claim(gid, 1, 60_000, _running(2))).outcome == "finished"
 
     with_store(body)
 
