@@ -200,6 +200,6 @@ class Records:
         outcome = cast(CancelOutcome, reply[0].decode())
         if outcome == "requested":
             await self._redis.publish(keys.cancel_channel(), generation_id)
-        elif outcome == "cancelled":  # a queued or handed-back one ends here, not in a worker: count its end here too (once)
+        elif outcome == "cancelled":  # queued or handed back, it ends here, not in a worker: count its end here (once)
             await add_metrics(self._redis, f"cancel:{generation_id}", {"ended:cancelled": 1})
         return outcome, reply[1].decode() if len(reply) > 1 else ""
