@@ -350,9 +350,7 @@ async def _stopped(
             await writer.close()
         except FencedError:
             return "fenced"
-        handed = await runtime.store.leases.hand_back(
-            [(generation_id, writer.attempt)], "worker_shutdown"
-        )
+        handed = await runtime.store.leases.hand_back([(generation_id, writer.attempt)], "worker_shutdown")
         if handed:
             queues = await runtime.store.leases.queues_of(handed)
             await runtime.dispatch(generation_id, queues[generation_id])
