@@ -20,7 +20,8 @@ from reasonq.shared.events import DATA_FIELD, TYPE_FIELD
 from reasonq.shared.schemas import GenerationCreate, Message
 from reasonq.shared.settings import Settings
 from reasonq.worker.generation import run_generation
-from reasonq.worker.runtime import WorkerRuntime
+from reasonq.worker.recovery import renew_leases_forever, sweep_once
+from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
 from tests.conftest import MODEL_API_KEY
 
 
@@ -28,7 +29,7 @@ from tests.conftest import MODEL_API_KEY
 def make_runtime(unit_redis_url: str, sim_url: str) -> Iterator[Any]:
     made: list[WorkerRuntime] = []
 
-    def make(**overrides: Any) -> WorkerRuntime:
+    def make(dispatch: Any = None, queue_depth: Any = None, **overrides: Any) -> WorkerRuntime:
         settings = Settings(
             redis_url=unit_redis_url,
             model_base_url=f"{sim_url}/v1",
@@ -36,7 +37,7 @@ def make_runtime(unit_redis_url: str, sim_url: str) -> Iterator[Any]:
             lease_ttl_s=30,
             **overrides,
         )
-        runtime = WorkerRuntime(settings)
+        runtime = WorkerRuntime(settings, dispatch, queue_depth)
         made.append(runtime)
         return runtime
 
@@ -96,3 +97,46 @@ def test_issue18_a_fence_found_while_ending_a_failed_attempt_is_a_fence(make_run
     assert future.result(timeout=20) == "fenced"
     record = runtime.run(runtime.store.records.get(gid))
     assert record is not None and record.status == "running"  # left to the attempt that owns it
+
+
+def test_sweep_once_dispatches_an_expired_lease_once_and_counts_one_loss(make_runtime: Any) -> None:
+    """The recovery sweep as the worker's loop calls it, with a recording dispatcher: an expired lease is handed
+    back and dispatched to the generation's own queue once; later sweeps, however long it waits, do nothing."""
+    sent: list[tuple[str, str]] = []
+    runtime = make_runtime(dispatch=lambda gid, queue: sent.append((gid, queue)), queue_depth=lambda _: 1)
+    gid = _create(runtime, "swept")
+    assert runtime.run(runtime.store.leases.claim(gid, 0, 50, [])).outcome == "claimed"
+    time.sleep(0.1)  # the 50 ms lease runs out: a duration, not a wait for a condition
+    assert runtime.run(sweep_once(runtime)) == [gid]
+    assert sent == [(gid, "q")]
+    time.sleep(0.1)
+    assert gid not in runtime.run(sweep_once(runtime))
+    assert sent == [(gid, "q")]
+    target = runtime.run(runtime.store.leases.load_target(gid))
+    assert target is not None and target.losses == 1 and target.restart_reason == "worker_lost"
+
+
+def test_one_heartbeat_renews_owned_leases_and_stops_lost_and_cancelled_ones(make_runtime: Any) -> None:
+    """``renew_leases_forever``'s first beat (it goes at once): an owned lease is extended; a generation another
+    attempt took is stopped as ``lost``; one whose cancel was requested is stopped as ``cancel``."""
+    runtime = make_runtime()  # 30 s leases
+    owned, taken, cancelled = (_create(runtime, name) for name in ("owned", "taken", "cancelled"))
+    for gid in (owned, taken, cancelled):
+        assert runtime.run(runtime.store.leases.claim(gid, 0, 1_000, [])).outcome == "claimed"
+        runtime.running[gid] = RunningGeneration(gid, 1)
+    runtime.run(runtime.redis.hincrby(keys.record_key(taken), "attempt", 1))  # another attempt owns it
+    runtime.run(runtime.redis.hset(keys.record_key(cancelled), "cancel", "1"))
+
+    async def one_beat() -> None:
+        task = asyncio.create_task(renew_leases_forever(runtime))
+        while runtime.last_beat_at is None:
+            await asyncio.sleep(0.005)
+        task.cancel()
+
+    runtime.run(one_beat())
+    lease_ms = runtime.run(runtime.redis.zscore(keys.leases_key(), owned))
+    now_ms = runtime.run(runtime.redis.time())[0] * 1000
+    assert lease_ms is not None and lease_ms > now_ms + 25_000  # renewed to 30 s, from the 1 s claimed
+    assert runtime.running[owned].stop_reason is None
+    assert runtime.running[taken].stop_reason == "lost"
+    assert runtime.running[cancelled].stop_reason == "cancel"
