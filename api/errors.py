@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -176,9 +176,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers or {}))
 
 
+def _redis_cause(exc: Exception) -> str:
+    """The cause of a Redis failure in an operator's words (no address, no credentials)."""
+    if isinstance(exc, OutOfMemoryError):
+        return "the event store is out of memory (Redis maxmemory reached); retry shortly"
+    if isinstance(exc, ReadOnlyError):
+        return "the event store is read-only (a Redis replica, during a failover); retry shortly"
+    if isinstance(exc, BusyLoadingError):
+        return "the event store is loading its data after a restart; retry shortly"
+    return "the event store is unavailable; retry shortly"
+
+
 async def _redis_error(request: Request, exc: Exception) -> Response:
     logger.warning("Redis unavailable while serving %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "unavailable", "the event store is unavailable; retry shortly", {"Retry-After": "1"})
+    return error_response(503, "unavailable", _redis_cause(exc), {"Retry-After": "1"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

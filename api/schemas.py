@@ -148,7 +148,9 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Answer of ``GET /readyz``: each check's result (``redis``, ``broker``: bool; ``workers``: how many beat)."""
+    """Answer of ``GET /readyz``: each check's result (``redis``, ``broker``: bool; ``workers``: how many beat;
+    ``queues``: per queue, how many of them consume it) and, in words, what is missing."""
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, Any]
+    problems: list[str] = []

@@ -113,6 +113,12 @@ def workers_key() -> str:
     return f"{PREFIX}workers"
 
 
+def queue_workers_key(queue: str) -> str:
+    """Sorted set: ids of the worker processes that consume one Celery queue, scored by their last heartbeat
+    (ms); trimmed like ``workers_key`` by the heartbeat itself."""
+    return f"{PREFIX}workers:queue:{queue}"
+
+
 WORKERS_KEPT_MS = 60_000
 LIVE_WORKER_MS = 30_000  # a worker whose last beat is older is not counted as live (readiness, metrics)
 

@@ -37,5 +37,11 @@ def create_celery(settings: Settings, *, include: list[str] | None = None) -> Ce
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=16,
+        # A Redis broker answers a full memory (OOM), a demoted primary (READONLY) and a loading server with error
+        # replies, which kombu files as channel errors, and Celery's consumer treats those as fatal unless told to
+        # retry: the worker logged "Unrecoverable error: OutOfMemoryError" and stopped consuming (issue 12). Each is
+        # an outage to ride out. Not for AMQP, where a channel error is a real misconfiguration (an inequivalent
+        # queue) that retrying would hide behind a live process consuming nothing.
+        broker_channel_error_retry=settings.broker_is_redis,
     )
     return app

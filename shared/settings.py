@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         """The broker URL, falling back to the Redis URL."""
         return self.broker_url or self.redis_url
 
+    @property
+    def broker_is_redis(self) -> bool:
+        """Whether the broker is a Redis server (kombu's Redis transport)."""
+        return self.effective_broker_url.startswith(("redis://", "rediss://", "unix://"))
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

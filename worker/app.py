@@ -45,8 +45,11 @@ def create_runtime() -> WorkerRuntime:
 
 
 @worker_ready.connect
-def _start_runtime(**_: Any) -> None:
-    get_runtime(create_runtime)  # sweeps run from the start, not from the first task
+def _start_runtime(sender: Any = None, **_: Any) -> None:
+    runtime = get_runtime(create_runtime)  # sweeps run from the start, not from the first task
+    # Beats name the queues this process consumes: readiness asks for a worker per queue (issue 12).
+    task_consumer = getattr(sender, "task_consumer", None)
+    runtime.queues = tuple(q.name for q in getattr(task_consumer, "queues", None) or ())
 
 
 @worker_shutting_down.connect

@@ -204,11 +204,17 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome
         deadline=loop.time() + max(0.0, started_at + settings.generation_timeout_s - time.time()),
     )
     running = RunningGeneration(generation_id, attempt.number)
+    previous = runtime.running.get(generation_id)
+    if previous is not None:  # an older attempt of it in this process: this claim fenced it off
+        previous.stop("lost")
     runtime.running[generation_id] = running
     try:
         return await _stream_attempts(runtime, running, target, attempt, writer, limits)
     finally:
-        runtime.running.pop(generation_id, None)
+        # Only our own entry: an older attempt ending here must not drop a newer one's, whose lease would then go
+        # unrenewed and expire under a live worker (issue 12: attempts 2 and 3 were lost that way after an OOM).
+        if runtime.running.get(generation_id) is running:
+            del runtime.running[generation_id]
 
 
 async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget) -> Outcome:

@@ -35,11 +35,12 @@ async def renew_leases_forever(runtime: WorkerRuntime) -> None:
         first = False
         leases = [(r.generation_id, r.attempt) for r in runtime.running.values()]
         try:
-            await runtime.store.presence.beat(runtime.worker_id)
+            await runtime.store.presence.beat(runtime.worker_id, runtime.queues)
             lost, cancel = await runtime.store.leases.renew(leases, runtime.lease_ttl_ms)
             runtime.last_beat_at = time.monotonic()
             await runtime.stats.flush(runtime.redis)
         except (RedisError, OSError) as e:
+            runtime.note_redis_failure()
             logger.warning("lease heartbeat failed for %d generations: %s", len(leases), e)
             continue
         for generation_id in lost:
@@ -61,6 +62,7 @@ async def sweep_forever(runtime: WorkerRuntime) -> None:
         try:
             await sweep_once(runtime)
         except (RedisError, OSError) as e:
+            runtime.note_redis_failure()
             logger.warning("recovery sweep failed: %s", e)
 
 
@@ -68,7 +70,8 @@ async def sweep_once(runtime: WorkerRuntime) -> list[str]:
     """One sweep; returns the ids dispatched again."""
     store = runtime.store
     dispatched = []
-    expired = await store.leases.requeue_expired()
+    # After this process lost Redis, expired leases wait a lease for their live owners to renew them.
+    expired = await store.leases.requeue_expired() if runtime.leases_trustworthy else []
     for generation_id, queue in (await store.leases.queues_of(expired)).items():
         logger.warning("generation %s: its worker was lost (lease expired); dispatching again", generation_id)
         if await runtime.dispatch(generation_id, queue):

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,10 +82,12 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.worker_id = f"{socket.gethostname()}:{self.pid}"
         self.running: dict[str, RunningGeneration] = {}
+        self.queues: tuple[str, ...] = ()  # the Celery queues this process consumes (named in its heartbeats)
         self.secrets = [settings.model_api_key.get_secret_value()]
         self.shutting_down = False
         self.stats = Stats()
         self.last_beat_at: float | None = None  # monotonic time of the last heartbeat Redis took
+        self._redis_failed_at = float("-inf")  # monotonic time of the last failed heartbeat or sweep
         self._dispatch = dispatch
         self._queue_depth = queue_depth
         self._loop = _new_loop()
@@ -95,6 +98,19 @@ class WorkerRuntime:
         self.store = GenerationStore(self.redis, self.batcher)
         self.model_client: AsyncOpenAI = self.run(self._make_model_client())
         self._background: list[concurrent.futures.Future[None]] = []
+
+    def note_redis_failure(self) -> None:
+        """A heartbeat or sweep could not reach Redis (or Redis refused it)."""
+        self._redis_failed_at = time.monotonic()
+
+    @property
+    def leases_trustworthy(self) -> bool:
+        """Whether an expired lease means a lost worker: not until a whole lease has passed since this process last
+        failed to reach Redis. During an outage no worker can renew; when Redis returns, a sweep that ran at once
+        took generations from live workers before their next heartbeat (issue 12: 11 of 20 restarted after a 10 s
+        outage, the provider paid twice). Every worker beats every third of a lease, so each sees an outage long
+        enough to expire a lease, and each owner renews within a third of a lease of Redis' return."""
+        return time.monotonic() - self._redis_failed_at >= self.settings.lease_ttl_s
 
     async def _make_redis(self) -> Redis:
         return create_redis(self.settings.redis_url, max_connections=self.settings.redis_max_connections)

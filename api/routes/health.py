@@ -43,17 +43,29 @@ def _broker_ok(celery: Any) -> bool:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: the checks say which part is missing"}},
 )
-async def readyz(store: StoreDep, celery: CeleryDep) -> JSONResponse:
-    """Ready to take work: Redis and the broker answer, and at least one worker beat in the last 30 s."""
+async def readyz(store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> JSONResponse:
+    """Ready to take work: Redis and the broker answer, and a worker that consumes the interactive queue beat in
+    the last 30 s. ``checks.queues`` counts the live workers of each queue (the batch queue's count is reported,
+    not required); ``problems`` says in words what is missing."""
     checks: dict[str, Any] = {}
+    queues = [settings.queue_name, settings.batch_queue_name]
     try:
         checks["redis"] = await asyncio.wait_for(store.presence.ping(), 2)
         checks["workers"] = await store.presence.live_workers()
+        checks["queues"] = await store.presence.live_workers_by_queue(queues)
     except (RedisError, OSError, TimeoutError):
-        checks["redis"], checks["workers"] = False, 0
+        checks["redis"], checks["workers"], checks["queues"] = False, 0, dict.fromkeys(queues, 0)
     checks["broker"] = await run_in_threadpool(_broker_ok, celery)
-    ready = bool(checks["redis"] and checks["broker"] and checks["workers"] > 0)
-    body = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    problems = []
+    if not checks["redis"]:
+        problems.append("Redis does not answer")
+    if not checks["broker"]:
+        problems.append("the broker does not answer")
+    for queue in queues:
+        if checks["redis"] and not checks["queues"][queue]:
+            problems.append(f"no live worker consumes the queue {queue!r}")
+    ready = bool(checks["redis"] and checks["broker"] and checks["queues"][settings.queue_name] > 0)
+    body = Readiness(status="ready" if ready else "not_ready", checks=checks, problems=problems)
     return JSONResponse(body.model_dump(), 200 if ready else 503)
 
 
@@ -78,7 +90,7 @@ async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, set
             metrics.GENERATIONS.labels(state).set(n)
         metrics.WORKERS.set(await store.presence.live_workers())
         metrics.DEPLOYMENT.snapshot = await store.presence.deployment_stats()
-        if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if settings.broker_is_redis:
             for queue in (settings.queue_name, settings.batch_queue_name):
                 metrics.QUEUE_DEPTH.labels(queue).set(await store.presence.queue_depth(queue))
     except (RedisError, OSError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -49,18 +50,30 @@ class Presence:
                 total += int(count)
         return total
 
-    async def beat(self, worker_id: str) -> None:
-        """A worker process is alive (readiness checks look for a recent beat)."""
+    async def beat(self, worker_id: str, queues: Sequence[str] = ()) -> None:
+        """A worker process is alive, consuming ``queues`` (readiness checks look for a recent beat)."""
         now_ms = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.workers_key(), {worker_id: now_ms})
-            pipe.zremrangebyscore(keys.workers_key(), "-inf", now_ms - keys.WORKERS_KEPT_MS)
+            for key in (keys.workers_key(), *(keys.queue_workers_key(q) for q in queues)):
+                pipe.zadd(key, {worker_id: now_ms})
+                pipe.zremrangebyscore(key, "-inf", now_ms - keys.WORKERS_KEPT_MS)
             await pipe.execute()
 
     async def live_workers(self, within_ms: int = keys.LIVE_WORKER_MS) -> int:
         """Worker processes that beat within ``within_ms``."""
         now_ms = int(time.time() * 1000)
         return int(await self._redis.zcount(keys.workers_key(), now_ms - within_ms, "+inf"))
+
+    async def live_workers_by_queue(
+        self, queues: Sequence[str], within_ms: int = keys.LIVE_WORKER_MS
+    ) -> dict[str, int]:
+        """Per queue, the worker processes consuming it that beat within ``within_ms``."""
+        now_ms = int(time.time() * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zcount(keys.queue_workers_key(queue), now_ms - within_ms, "+inf")
+            counts = await pipe.execute()
+        return {queue: int(n) for queue, n in zip(queues, counts, strict=True)}
 
     async def ping(self) -> bool:
         """Redis answers."""

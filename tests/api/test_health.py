@@ -120,3 +120,26 @@ def test_worker_health_fails_while_redis_is_unreachable(cluster: Any, tmp_path: 
         wait_until(lambda: http_ok(url), timeout_s=15, what="worker health after Redis returned", process=worker)
     finally:
         server.stop()
+
+
+def test_issue12_readiness_asks_for_a_worker_on_the_interactive_queue(cluster: Any) -> None:
+    """Before: with the interactive queue's only worker gone, ``/readyz`` said ``ready, workers: 2`` (the live
+    workers served other queues) while POSTs stayed ``queued`` for ever. After: readiness counts workers per
+    queue, is 503 without one on the interactive queue, and says which queue lacks workers."""
+    c = cluster()
+    batch_queue = f"{c.queue}-batch"
+    c.env["REASONQ_BATCH_QUEUE_NAME"] = batch_queue
+    c.start_api()
+    c.add_worker(queues=batch_queue)
+
+    def readiness() -> httpx.Response:
+        return httpx.get(f"{c.url}/readyz", timeout=10)
+
+    wait_until(lambda: readiness().json()["checks"]["queues"][batch_queue] >= 1, timeout_s=10, what="batch beat")
+    r = readiness()
+    assert r.status_code == 503 and r.json()["status"] == "not_ready"
+    assert r.json()["checks"]["workers"] >= 1 and r.json()["checks"]["queues"][c.queue] == 0
+    assert r.json()["problems"] == [f"no live worker consumes the queue {c.queue!r}"]
+    c.add_worker()
+    wait_until(lambda: readiness().status_code == 200, timeout_s=10, what="readiness with an interactive worker")
+    assert readiness().json()["problems"] == []
