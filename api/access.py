@@ -19,10 +19,11 @@ from fastapi import Depends, Path, Query, Request
 
 from reasonq.api.auth import authenticate, get_keyring, unauthorized
 from reasonq.api.deps import StoreDep
-from reasonq.api.errors import ApiError, not_found
+from reasonq.api.errors import ApiError, data_lost, not_found
 from reasonq.api.submission import checked_id
 from reasonq.shared.settings import Settings
 from reasonq.shared.store import GenerationStore
+from reasonq.shared.store.records import Access
 
 GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
 ShareToken = Annotated[
@@ -79,33 +80,42 @@ SignerDep = Annotated[ShareSigner, Depends(get_signer)]
 async def readable_generation(
     request: Request, generation_id: GenerationId, store: StoreDep, signer: SignerDep, token: ShareToken = None
 ) -> str:
-    """The id of a generation the caller may read: with its owner's key, or with a share link for it."""
+    """The id of a generation the caller may read: with its owner's key, or with a share link for it; a
+    generation whose data Redis evicted in part is a 410 on every read."""
     generation_id = checked_id(generation_id)
     ring = get_keyring(request)
     if token is not None and not ring.open:
         access = await store.records.access_of(generation_id)
-        verdict = await signer.check(token, generation_id, access[1]) if access is not None else "invalid"
-        if verdict == "ok":
-            return generation_id
+        verdict = await signer.check(token, generation_id, access.share_epoch) if access is not None else "invalid"
+        if verdict == "ok" and access is not None:
+            return _whole(generation_id, access)
         if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
             raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
         raise not_found()
-    return await _owned_by_caller(request, store, generation_id)
+    return _whole(generation_id, await _access_of_caller(request, store, generation_id))
 
 
 async def owned_generation(request: Request, generation_id: GenerationId, store: StoreDep) -> str:
     """The id of a generation the caller's key owns (to cancel it or share it); share links do not count."""
-    return await _owned_by_caller(request, store, checked_id(generation_id))
+    generation_id = checked_id(generation_id)
+    await _access_of_caller(request, store, generation_id)
+    return generation_id
 
 
-async def _owned_by_caller(request: Request, store: GenerationStore, generation_id: str) -> str:
+def _whole(generation_id: str, access: Access) -> str:
+    if not access.intact:
+        raise data_lost()
+    return generation_id
+
+
+async def _access_of_caller(request: Request, store: GenerationStore, generation_id: str) -> Access:
     principal = authenticate(request)
     if principal is None:
         raise unauthorized()
     access = await store.records.access_of(generation_id)
-    if access is None or access[0] != principal.name:
+    if access is None or access.owner != principal.name:
         raise not_found()
-    return generation_id
+    return access
 
 
 ReadableId = Annotated[str, Depends(readable_generation)]

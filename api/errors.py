@@ -38,6 +38,7 @@ _MEANINGS = {
     403: "The key may not use this model",
     404: "No such object (or it expired, or another key owns it), or a model this deployment does not offer",
     409: "This Idempotency-Key was used with another body, or its first request is still being processed",
+    410: "The generation's data is no longer whole in Redis (evicted under memory pressure); it cannot be read",
     413: "The body is larger than the limit",
     415: "The body is not JSON (send Content-Type: application/json)",
     422: "Invalid request; the message names the field",
@@ -68,6 +69,17 @@ class ApiError(ReasonqError):
         self.error_type = error_type
         self.message = message
         self.headers = headers
+
+
+def data_lost() -> ApiError:
+    """The 410 of a generation some of whose keys Redis evicted (issue 12): said on every read, never a record
+    with empty text or an event stream that waits for ever."""
+    return ApiError(
+        410,
+        "generation_data_lost",
+        "this generation's data is no longer complete: Redis evicted some of it under memory pressure (run Redis "
+        "with maxmemory-policy noeviction); it cannot be read or resumed",
+    )
 
 
 def not_found() -> ApiError:

@@ -20,7 +20,7 @@ from reasonq.api.routes import batches, generations, health, openai_compat, page
 from reasonq.api.submission import Submitter
 from reasonq.api.tuning import pin_mmap_threshold, tune_gc
 from reasonq.shared.queue import create_celery
-from reasonq.shared.redis import create_blocking_redis, create_redis
+from reasonq.shared.redis import check_eviction_policy, create_blocking_redis, create_redis
 from reasonq.shared.settings import get_settings
 from reasonq.shared.store import GenerationStore
 
@@ -28,6 +28,7 @@ from reasonq.shared.store import GenerationStore
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)  # `uvicorn` run directly
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
     app.state.store = store = GenerationStore(redis, simulated=settings.model_simulated)
     app.state.hub = hub = Hub(

@@ -15,15 +15,19 @@ from reasonq.shared.errors import ReasonqError
 from reasonq.shared.settings import Settings, get_settings
 
 
-def check_configuration(settings: Settings) -> None:
-    """Everything a server process would refuse at start, checked before anything starts.
+def check_configuration(settings: Settings, *, redis: bool = True) -> None:
+    """Everything a server process would refuse at start, checked before anything starts; ``redis``: the Redis of
+    ``REASONQ_REDIS_URL`` too (not for ``up``, whose Redis is its own and not started yet).
 
     Raises:
         ConfigurationError: naming the setting and the problem.
     """
     from reasonq.api.auth import KeyRing
+    from reasonq.shared.redis import check_eviction_policy
 
     KeyRing.from_settings(settings)
+    if redis:
+        check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -64,6 +68,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.model_base_url:
         WorkerRuntime(settings)  # raises ConfigurationError with the explanation
+    check_configuration(settings)
     argv = [
         "worker",
         f"--loglevel={args.log_level.upper()}",
@@ -102,7 +107,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from reasonq.up import run_up
 
-    check_configuration(get_settings())
+    check_configuration(get_settings(), redis=False)
     return run_up(args)
 
 

@@ -7,9 +7,13 @@ client here waits (bounded) for a free connection instead.
 
 from __future__ import annotations
 
+import logging
+
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+
+from reasonq.shared.errors import ConfigurationError
 
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
@@ -47,3 +51,40 @@ def create_blocking_redis(url: str, *, block_ms: int) -> Redis:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=0),
     )
+
+
+def check_eviction_policy(url: str, *, allow: bool) -> None:
+    """Refuse a Redis that evicts keys under memory pressure (issue 12).
+
+    With ``allkeys-lru`` (a common setting for caches) Redis silently deleted keys of 35 of 130 finished
+    generations: their records said ``completed`` with empty text, and viewers of the 12 whose events were gone
+    waited for ever. reasonq needs ``noeviction``: a full Redis refuses writes, which reasonq rides out and names.
+    A Redis that cannot be reached now is not checked (the process starts, and readiness says what is missing).
+
+    Args:
+        url: the Redis URL (never shown: it may hold a password).
+        allow: log a loud warning instead of refusing (``REASONQ_ALLOW_EVICTING_REDIS``).
+
+    Raises:
+        ConfigurationError: the policy evicts, and ``allow`` is false.
+    """
+    import redis as sync_redis
+    from redis.exceptions import RedisError
+
+    try:
+        client = sync_redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            policy = str(client.info("memory").get("maxmemory_policy", "noeviction"))
+        finally:
+            client.close()
+    except (RedisError, OSError):
+        return
+    if policy == "noeviction":
+        return
+    problem = (
+        f"Redis evicts keys under memory pressure (maxmemory-policy {policy}): it would silently delete parts of "
+        "generations. Set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy noeviction)"
+    )
+    if not allow:
+        raise ConfigurationError(f"{problem}, or set REASONQ_ALLOW_EVICTING_REDIS=true to run anyway")
+    logging.getLogger(__name__).warning("%s. Running anyway: REASONQ_ALLOW_EVICTING_REDIS is set", problem)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     redispatch_after_s: float = Field(
         30.0, gt=0, description="A queued generation is re-dispatched if still queued this long with the queue empty."
     )
+    allow_evicting_redis: bool = Field(
+        False,
+        description="Run against a Redis whose maxmemory-policy evicts keys (warned about; it can delete generations).",
+    )
     max_worker_losses: int = Field(3, gt=0, description="Workers lost by one generation before it ends failed.")
     shutdown_grace_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long a worker lets running generations finish before handing back."

@@ -31,7 +31,7 @@ from reasonq.shared.schemas import (
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
-_ERRORS = error_responses(401, 404, 422, 503)
+_ERRORS = error_responses(401, 404, 410, 422, 503)
 
 
 @router.post(
@@ -101,7 +101,7 @@ async def share_generation(
     if access is None:
         raise not_found()
     expires_at = int(time.time()) + ttl_s
-    token = await signer.sign(generation_id, expires_at, access[1])
+    token = await signer.sign(generation_id, expires_at, access.share_epoch)
     url = f"/v1/generations/{generation_id}"
     return GenerationShare(
         id=generation_id,

@@ -20,8 +20,10 @@ for i = 8, #ARGV, 4 do
 end
 local t = redis.call('TIME')
 local now_s = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+-- text_bytes lets every read tell a whole text from one that Redis evicted (issue 12)
 redis.call('HSET', rec, 'status', ARGV[4], 'seq', seq, 'written_from', ARGV[2], 'finished_at', now_s,
-  'finish_reason', ARGV[5], 'usage', ARGV[6], 'error', ARGV[7])
+  'finish_reason', ARGV[5], 'usage', ARGV[6], 'error', ARGV[7],
+  'text_bytes', redis.call('STRLEN', KEYS[3]) + redis.call('STRLEN', KEYS[4]))
 redis.call('HDEL', rec, 'lease_until_ms', 'requeued', 'restart_reason')
 redis.call('ZREM', KEYS[5], st[5])
 redis.call('ZREM', KEYS[6], st[5])

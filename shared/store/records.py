@@ -6,7 +6,7 @@ hash and the first event (``status queued``, id 1) together.
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -21,6 +21,14 @@ from reasonq.shared.store._values import text_or_none
 # The owner of everything created in open mode (no client keys), and of records from before keys existed.
 ANONYMOUS = "anonymous"
 CancelOutcome = Literal["cancelled", "requested", "ended", "missing"]
+
+
+class Access(NamedTuple):
+    """Who may read a generation, and whether its data is whole."""
+
+    owner: str
+    share_epoch: int
+    intact: bool  # False when Redis evicted some of its keys (issue 12)
 
 
 def _json(value: bytes | None) -> Any:
@@ -99,16 +107,21 @@ class Records:
                 pipe.zrem(keys.recent_key(owner), generation_id)
             await pipe.execute()
 
-    async def access_of(self, generation_id: str) -> tuple[str, int] | None:
-        """``(owner, share_epoch)`` of a generation, ``None`` when unknown or expired."""
-        status, owner, epoch = cast(
-            list[bytes | None],
-            await self._redis.hmget(keys.record_key(generation_id), ["status", "owner", "share_epoch"]),
-        )
+    async def access_of(self, generation_id: str) -> Access | None:
+        """Owner, share epoch and integrity of a generation, ``None`` when unknown or expired (one round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.record_key(generation_id), ["status", "owner", "share_epoch", "text_bytes"])
+            pipe.exists(keys.events_key(generation_id))
+            pipe.strlen(keys.reasoning_key(generation_id))
+            pipe.strlen(keys.content_key(generation_id))
+            (status, owner, epoch, text_bytes), events, reasoning_bytes, content_bytes = await pipe.execute()
         if status is None:
             return None
+        # Every generation has event 1 from its creation on, and an ended one knows its text's length: a missing
+        # stream or a shorter text means Redis evicted keys (a maxmemory-policy other than noeviction).
+        intact = bool(events) and (text_bytes is None or int(text_bytes) == reasoning_bytes + content_bytes)
         # Generations created before keys existed belong to the open mode's principal.
-        return (owner.decode() if owner else ANONYMOUS), int(epoch or 0)
+        return Access((owner.decode() if owner else ANONYMOUS), int(epoch or 0), intact)
 
     async def last_seq(self, generation_id: str) -> tuple[int, bool]:
         """The id of the generation's newest event (0 when unknown), and whether it has ended."""

@@ -3,6 +3,7 @@ queue nobody consumes; writes refused for memory are an outage to ride out, and 
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 import redis
 
 from reasonq.processes import RedisServer, free_port
+from reasonq.shared import keys
+from tests.conftest import python_m
 from tests.helpers import (
     Ev,
     assert_whole,
@@ -106,3 +109,61 @@ def test_issue12_a_short_redis_outage_restarts_no_live_generation(cluster: Any, 
         assert all(w.alive() for w in workers)
     finally:
         server.stop()
+
+
+def test_issue12_evicted_keys_are_a_410_on_every_read_and_events_never_hang(
+    cluster: Any, private_redis: RedisServer
+) -> None:
+    """Before: with an evicting Redis, a finished generation whose text keys were evicted answered ``completed``
+    with empty text, and one whose events stream was evicted left ``/events`` waiting with no event and no
+    ``done``. After: both are ``410 generation_data_lost`` on every read, at once. (Eviction is reproduced by
+    deleting the keys Redis would have evicted.)"""
+    c = cluster(FAST, redis_url=private_redis.url)
+    c.start_api()
+    c.add_worker()
+    admin = redis.Redis.from_url(private_redis.url)
+    with httpx.Client(base_url=c.url, timeout=10) as client:
+        texts_gone, events_gone = (
+            submit(client, f"evicted {what} sim:reasoning_tokens=5 sim:content_tokens=5") for what in ("t", "e")
+        )
+        for gid in (texts_gone, events_gone):
+            wait_status(client, gid, {"completed"})
+        admin.delete(keys.reasoning_key(texts_gone), keys.content_key(texts_gone))
+        admin.delete(keys.events_key(events_gone))
+        for gid in (texts_gone, events_gone):
+            for path in ("", "/events", "/events?after=3", "/viewers"):
+                r = client.get(f"/v1/generations/{gid}{path}")  # the 10 s client timeout: a hang fails here
+                assert r.status_code == 410, (path, r.status_code, r.text[:200])
+                assert r.json()["error"]["type"] == "generation_data_lost"
+        # An intact generation is untouched by the check.
+        intact = submit(client, "whole sim:reasoning_tokens=5 sim:content_tokens=5")
+        assert wait_status(client, intact, {"completed"})["content"]
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_issue12_an_evicting_redis_is_refused_at_start(
+    private_redis: RedisServer, stack_env: dict[str, str], command: str
+) -> None:
+    """``allkeys-lru`` (a common cache setting) is refused in one line that says why and what to set; with
+    ``REASONQ_ALLOW_EVICTING_REDIS`` the process starts and warns."""
+    redis.Redis.from_url(private_redis.url).config_set("maxmemory-policy", "allkeys-lru")
+    env = {**stack_env, "REASONQ_REDIS_URL": private_redis.url, "REASONQ_BROKER_URL": private_redis.url}
+    argv = python_m(command, *(["--port", str(free_port())] if command == "api" else []))
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "maxmemory-policy allkeys-lru" in refused.stderr and "noeviction" in refused.stderr
+    assert "REASONQ_ALLOW_EVICTING_REDIS" in refused.stderr and "Traceback" not in refused.stderr
+    with subprocess.Popen(
+        argv, env={**env, "REASONQ_ALLOW_EVICTING_REDIS": "true"}, stderr=subprocess.PIPE, text=True
+    ) as allowed:
+        try:
+            assert allowed.stderr is not None
+            line = ""
+            deadline = time.monotonic() + 30
+            while "Running anyway" not in line and time.monotonic() < deadline:
+                line = allowed.stderr.readline()
+            assert "Running anyway" in line
+            assert allowed.poll() is None  # still running
+        finally:
+            allowed.terminate()
+            allowed.wait(30)
