@@ -62,6 +62,8 @@ class ShareSigner:
         expires, _, mac = token.partition(".")
         if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or not mac:
             return "invalid"
+        if expires != str(int(expires)):  # one string per grant: "0<expiry>" was a second valid token (issue 12)
+            return "invalid"
         expected = self._mac(await self._key(), generation_id, int(expires), epoch)
         if not hmac.compare_digest(expected.encode(), mac.encode()):
             return "invalid"
@@ -89,6 +91,9 @@ async def readable_generation(
         verdict = await signer.check(token, generation_id, access.share_epoch) if access is not None else "invalid"
         if verdict == "ok" and access is not None:
             return _whole(generation_id, access)
+        principal = authenticate(request)
+        if principal is not None and access is not None and access.owner == principal.name:
+            return _whole(generation_id, access)  # the owner's valid key wins over a bad link (issue 12)
         if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
             raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
         raise not_found()

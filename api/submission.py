@@ -9,8 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from reasonq.api import idempotency, metrics
@@ -162,7 +165,7 @@ class Submitter:
         except _BROKER_ERRORS as e:
             logger.warning("generation %s: could not queue its task: %s", generation_id, e)
             await self.store.records.delete([generation_id], principal.name)
-            raise _broker_unavailable() from e
+            raise _broker_unavailable(e) from e
         logger.info("generation %s: queued (model %s, key %s)", generation_id, body.model, principal.name)
         if settings.log_bodies:
             logger.debug("generation %s: request %s", generation_id, body.model_dump_json())
@@ -188,14 +191,22 @@ class Submitter:
             logger.warning("batch %s: could not queue its tasks: %s", batch_id, e)
             # Tasks already sent for these ids find no generation and do nothing.
             await batches.delete(batch_id, generation_ids, principal.name)
-            raise _broker_unavailable() from e
+            raise _broker_unavailable(e) from e
 
 
-_BROKER_ERRORS = (OperationalError, OSError)
+# OperationalError: out of reach; ChannelError: the broker refused (an AMQP queue declared with other arguments
+# answered PRECONDITION_FAILED, a 500 before issue 12); RedisError: a Redis broker refused (OOM, READONLY).
+_BROKER_ERRORS = (OperationalError, OSError, ChannelError, RedisError)
 
 
-def _broker_unavailable() -> ApiError:
-    return ApiError(503, "unavailable", "the task queue is unavailable; retry shortly", {"Retry-After": "1"})
+def _broker_unavailable(cause: BaseException) -> ApiError:
+    if isinstance(cause, ChannelError):
+        reason = f"the task queue refused the task ({cause.reply_text or type(cause).__name__}); retry shortly"
+    elif isinstance(cause, RedisError) and not isinstance(cause, RedisConnectionError):
+        reason = f"the task queue refused the task ({type(cause).__name__}); retry shortly"
+    else:
+        reason = "the task queue is unavailable; retry shortly"
+    return ApiError(503, "unavailable", reason, {"Retry-After": "1"})
 
 
 async def dispatch_many(celery: Celery, generation_ids: list[str], queue: str) -> None:

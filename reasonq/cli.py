@@ -40,41 +40,30 @@ def _warn_if_exposed(host: str) -> None:
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from reasonq.api.protocol import GuardedHttpToolsProtocol
+    from reasonq.api.server import run_api
 
     check_configuration(get_settings())
     _warn_if_exposed(args.host)
-    uvicorn.run(
-        "reasonq.api.main:app",
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http=GuardedHttpToolsProtocol,
-        log_level=args.log_level.lower(),
-        log_config=None,  # uvicorn's loggers go through reasonq's handler (plain or JSON lines)
-        access_log=args.access_log,
-        timeout_graceful_shutdown=5,
-        backlog=args.backlog,
-    )
+    run_api(args.host, args.port, log_level=args.log_level.lower(), access_log=args.access_log, backlog=args.backlog)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from reasonq.worker.app import app
+    from reasonq.worker.app import app, check_queues
     from reasonq.worker.runtime import WorkerRuntime
 
     settings = get_settings()
     if not settings.model_base_url:
         WorkerRuntime(settings)  # raises ConfigurationError with the explanation
     check_configuration(settings)
+    queues = args.queues or settings.queue_name
+    check_queues(queues.split(","))
     argv = [
         "worker",
         f"--loglevel={args.log_level.upper()}",
         "--pool=threads",
         f"--concurrency={args.concurrency or settings.worker_concurrency}",
-        f"--queues={args.queues or settings.queue_name}",
+        f"--queues={queues}",
         "--without-gossip",
         "--without-mingle",
     ]

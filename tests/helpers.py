@@ -68,6 +68,8 @@ def read_events(
         headers=headers,
         timeout=httpx.Timeout(timeout_s),
     ) as source:
+        if source.response.status_code == 204:
+            return out  # the resume point is the last event of an ended generation: nothing more will come
         if source.response.status_code != 200:
             raise UnexpectedStatus(source.response.status_code, source.response.read())
         for sse in source.iter_sse():

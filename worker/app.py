@@ -6,7 +6,9 @@ from typing import Any
 
 from amqp.exceptions import ChannelError
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from kombu.exceptions import OperationalError
 
+from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
 from reasonq.shared.settings import get_settings
 from reasonq.worker.health import serve_health_forever
@@ -31,6 +33,33 @@ def _queue_depth(queue: str) -> int | None:
                 return 0  # no such queue (kombu's Redis transport drops an empty one): nothing is waiting
             raise
         return int(declared.message_count)
+
+
+def check_queues(queues: list[str]) -> None:
+    """Declare ``queues`` as this worker will, before it starts, so that an AMQP broker that holds one with other
+    arguments (an existing quorum queue, say) is refused in one line that says what to do; Celery itself logged
+    "Unrecoverable error" with a traceback and exited (issue 12). A broker out of reach now is not checked
+    (the worker retries it), nor a Redis broker (its queues are plain lists).
+
+    Raises:
+        ConfigurationError: a queue exists with arguments this worker would not declare.
+    """
+    if settings.broker_is_redis:
+        return
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for name in queues:
+                try:
+                    app.amqp.queues[name](channel).declare()
+                except ChannelError as e:
+                    raise ConfigurationError(
+                        f"the broker already has the queue {name!r}, declared with other arguments than this worker "
+                        f"uses ({getattr(e, 'reply_text', e)}): delete that queue, or point REASONQ_QUEUE_NAME / "
+                        "REASONQ_BATCH_QUEUE_NAME at another"
+                    ) from e
+    except (OperationalError, OSError):
+        return
 
 
 def create_runtime() -> WorkerRuntime:

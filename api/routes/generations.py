@@ -143,14 +143,20 @@ async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: S
     return JSONResponse(body.model_dump(), status_code=200)
 
 
-def _resume_point(after: int | None, last_event_id: str | None) -> int:
+def _event_id(value: str, where: str) -> int:
+    """One rule for a resume point, header or query: ASCII digits only, at most 18 (``+5``, ``٣`` or ``1e3`` are
+    not event ids; ``?after=+5`` was accepted while the header refused it, issue 12)."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ApiError(422, "invalid_request", f"{where}: must be a non-negative integer event id")
+    return int(value)
+
+
+def _resume_point(after: str | None, last_event_id: str | None) -> int:
     # EventSource reconnects with the original URL plus Last-Event-ID, so the header wins over ?after=.
     if last_event_id is not None and last_event_id.strip() != "":
-        value = last_event_id.strip()
-        if not (value.isascii() and value.isdigit()) or len(value) > 18:
-            raise ApiError(422, "invalid_request", "header Last-Event-ID: must be a non-negative integer event id")
-        return int(value)
-    return after or 0
+        return _event_id(last_event_id, "header Last-Event-ID")
+    return _event_id(after, "query after") if after is not None else 0
 
 
 def _ping() -> ServerSentEvent:
@@ -159,17 +165,24 @@ def _ping() -> ServerSentEvent:
 
 @router.get(
     "/{generation_id}/events",
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
+    responses={
+        **_ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        204: {"description": "The resume point is this ended generation's last event: nothing more will come"},
+    },
 )
 async def stream_events(
     generation_id: ReadableId,
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, le=10**18, description="Replay events strictly after this id.")] = None,
+    after: Annotated[
+        str | None, Query(pattern="^[0-9]{1,18}$", description="Replay events strictly after this event id.")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamResponse:
-    """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``.
+) -> Response:
+    """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``; ``204`` when
+    the resume point is the last event of an ended generation.
 
     With its owner's key, or a share link as ``?token=`` (``EventSource`` cannot send headers)."""
     cursor = _resume_point(after, last_event_id)
@@ -177,6 +190,8 @@ async def stream_events(
         # Past the end of a running generation the stream waits for the events to come; past the end of an
         # ended one it would only ever be empty (and EventSource would reconnect forever): say so instead.
         last, ended = await store.records.last_seq(generation_id)
+        if ended and cursor == last:
+            return Response(status_code=204)  # EventSource stops on 204 (it reconnected every 3 s on an empty 200)
         if ended and cursor > last:
             raise ApiError(
                 422, "invalid_request", f"resume point {cursor} is past this ended generation's last event ({last})"

@@ -107,9 +107,12 @@ class Batches:
 
     async def statuses(self, generation_ids: list[str]) -> list[str | None]:
         """Each generation's status (``None`` once expired)."""
-        out: list[str | None] = []
+        return [status for status, _ in await self._ends(generation_ids)]
+
+    async def _ends(self, generation_ids: list[str]) -> list[tuple[str | None, float | None]]:
+        out: list[tuple[str | None, float | None]] = []
         for start in range(0, len(generation_ids), 2_000):
-            out += await self._records.statuses(generation_ids[start : start + 2_000])
+            out += await self._records.ends(generation_ids[start : start + 2_000])
         return out
 
     async def get(self, batch_id: str) -> BatchState | None:
@@ -117,14 +120,15 @@ class Batches:
         record = cast(dict[bytes, bytes], await self._redis.hgetall(keys.batch_key(batch_id)))
         if not record:
             return None
-        statuses = await self.statuses([gid for _, gid in await self.items(batch_id)])
-        completed = sum(s == "completed" for s in statuses)
-        failed = sum(s in ("failed", "cancelled") or s is None for s in statuses)
+        ends = await self._ends([gid for _, gid in await self.items(batch_id)])
+        completed = sum(s == "completed" for s, _ in ends)
+        failed = sum(s in ("failed", "cancelled") or s is None for s, _ in ends)
         status = record[b"status"].decode()
         completed_at = float(record[b"completed_at"]) if b"completed_at" in record else None
-        if completed + failed == len(statuses) and status in ("in_progress", "cancelling"):
+        if completed + failed == len(ends) and status in ("in_progress", "cancelling"):
             status = "completed" if status == "in_progress" else "cancelled"
-            completed_at = time.time()
+            # When its last line ended, not when a read first noticed (issue 12).
+            completed_at = max((f for _, f in ends if f is not None), default=None) or time.time()
             await self._redis.hset(
                 keys.batch_key(batch_id), mapping={"status": status, "completed_at": f"{completed_at:.3f}"}
             )
@@ -141,15 +145,20 @@ class Batches:
         )
 
     async def cancel(self, batch_id: str, retention_s: int) -> None:
-        """Cancel every generation of the batch that has not ended."""
+        """Cancel every generation of the batch that has not ended. An ended batch (every line ended, whether or
+        not a read has noticed yet) is left as it is: cancel relabelled it ``cancelled`` (issue 12)."""
+        items = await self.items(batch_id)
+        statuses = await self.statuses([gid for _, gid in items])
+        running = [
+            gid for (_, gid), s in zip(items, statuses, strict=True) if s is not None and s not in TERMINAL_STATUSES
+        ]
+        if not running or await self._redis.hget(keys.batch_key(batch_id), "status") != b"in_progress":
+            return
         await self._redis.hset(
             keys.batch_key(batch_id), mapping={"status": "cancelling", "cancelled_at": f"{time.time():.3f}"}
         )
-        items = await self.items(batch_id)
-        statuses = await self.statuses([gid for _, gid in items])
-        for (_, gid), status in zip(items, statuses, strict=True):
-            if status is not None and status not in TERMINAL_STATUSES:
-                await self._records.cancel(gid, retention_s)
+        for gid in running:
+            await self._records.cancel(gid, retention_s)
 
     async def results(self, batch_id: str) -> AsyncIterator[bytes]:
         """One JSONL line per finished generation, in input order (OpenAI's batch output line format)."""

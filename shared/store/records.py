@@ -132,11 +132,16 @@ class Records:
 
     async def statuses(self, generation_ids: list[str]) -> list[str | None]:
         """The status of each generation (``None`` when unknown or expired), in one round trip."""
+        return [status for status, _ in await self.ends(generation_ids)]
+
+    async def ends(self, generation_ids: list[str]) -> list[tuple[str | None, float | None]]:
+        """Each generation's status and ``finished_at`` (``None`` when unknown, expired, or not ended), in one
+        round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for gid in generation_ids:
-                pipe.hget(keys.record_key(gid), "status")
-            out = cast(list[bytes | None], await pipe.execute())
-        return [s.decode() if s is not None else None for s in out]
+                pipe.hmget(keys.record_key(gid), ["status", "finished_at"])
+            out = cast(list[list[bytes | None]], await pipe.execute())
+        return [(text_or_none(s), float(f) if f else None) for s, f in out]
 
     async def revoke_shares(self, generation_id: str) -> None:
         """Invalidate every share link of a generation issued so far (a no-op once it expired: a plain HINCRBY

@@ -277,3 +277,20 @@ def test_keys_never_reach_logs_or_records(keyed: Cluster, alice: httpx.Client) -
     for secret in (ALICE, BOB, CAROL, DAVE, "secret-free"):
         assert secret not in logs
     assert "API keys required; 4 key(s): alice, bob, carol, dave" in logs
+
+
+def test_issue12_a_share_token_has_one_spelling(alice: httpx.Client, anonymous: httpx.Client) -> None:
+    """Before: ``0<expiry>.<mac>`` was accepted as a second valid string for the same grant. After: only the
+    token as issued opens the generation."""
+    gid = _submit(alice, f"one spelling {QUICK}")
+    token = alice.post(f"/v1/generations/{gid}/share").json()["token"]
+    assert anonymous.get(f"/v1/generations/{gid}", params={"token": token}).status_code == 200
+    assert anonymous.get(f"/v1/generations/{gid}", params={"token": "0" + token}).status_code == 404
+
+
+def test_issue12_the_owners_valid_key_wins_over_a_bad_share_token(alice: httpx.Client, bob: httpx.Client) -> None:
+    """Before: the owner's own key plus a bad ``?token=`` answered 404 on their own generation. After: a valid key
+    that owns the generation is enough; another key with a bad token still gets 404."""
+    gid = _submit(alice, f"own key wins {QUICK}")
+    assert alice.get(f"/v1/generations/{gid}", params={"token": "1.garbage"}).status_code == 200
+    assert bob.get(f"/v1/generations/{gid}", params={"token": "1.garbage"}).status_code == 404

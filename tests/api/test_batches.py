@@ -155,3 +155,26 @@ def test_issue18_a_batch_the_broker_refuses_leaves_nothing_and_its_retry_creates
     assert created.json()["id"] == again.json()["id"]
     assert len([k for k in data.scan_iter("rq:batch:*") if not k.endswith(b":items")]) == 1  # one batch
     assert data.zcard("rq:queued") == 20  # its 20 generations, queued once (no worker serves this broker)
+
+
+def test_issue12_cancelling_an_ended_batch_changes_nothing_and_its_times_are_real(client: httpx.Client) -> None:
+    """Before: cancel relabelled an ended batch ``cancelled`` and rewrote its times, and ``completed_at`` was the
+    time of the first read that noticed the end. After: an ended batch is unchanged by cancel, and
+    ``completed_at`` is when its last line ended."""
+    tag = secrets.token_hex(4)
+    lines = [_line(f"l{i}", f"ended batch {tag} {i} sim:reasoning_tokens=2 sim:content_tokens=2") for i in range(3)]
+    r = client.post("/v1/batches", content=_jsonl(lines), headers={"content-type": "application/jsonl"})
+    batch_id = r.json()["id"]
+
+    def results() -> list[dict[str, Any]]:  # read without touching the batch object (a read labels it)
+        return [orjson.loads(x) for x in client.get(f"/v1/batches/{batch_id}/results").content.splitlines()]
+
+    wait_until(lambda: len(results()) == 3, timeout_s=60, what="every line of the batch")
+    gids = [line["response"]["body"]["id"] for line in results()]
+    last_end = max(client.get(f"/v1/generations/{gid}").json()["finished_at"] for gid in gids)
+    time.sleep(1.0)  # the first read of the batch comes a second after its end (a duration, not a wait)
+    cancelled = client.post(f"/v1/batches/{batch_id}/cancel").json()
+    assert cancelled["status"] == "completed" and cancelled["cancelled_at"] is None
+    assert abs(cancelled["completed_at"] - last_end) < 0.01, (cancelled["completed_at"], last_end)
+    again = client.post(f"/v1/batches/{batch_id}/cancel").json()
+    assert again == cancelled == client.get(f"/v1/batches/{batch_id}").json()

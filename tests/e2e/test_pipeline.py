@@ -137,6 +137,7 @@ def test_after_at_the_end_of_a_finished_generation_closes(client: httpx.Client) 
     assert done["status"] == "completed"
     last = read_events(client, gid)[-1].id
     assert read_events(client, gid, after=last, timeout_s=5) == []
+    assert client.get(f"/v1/generations/{gid}/events", params={"after": last}).status_code == 204  # issue 12
     # Past the end of an ended generation no event can ever come: a 422 says so (tests/api/test_abuse.py).
     assert client.get(f"/v1/generations/{gid}/events", params={"after": last + 100}).status_code == 422
 
