@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -182,10 +183,31 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_request", message, details=details)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the API documents at this path: Starlette's 405 names only the first route's (issue 12:
+    ``GET /v1/generations`` and ``POST /v1/generations`` are two routes). Read from the OpenAPI document, the
+    one list of routes and methods that FastAPI keeps public; ``""`` for an undocumented path."""
+    app = request.app
+    templates: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allow_by_path", None)
+    if templates is None:
+        templates = [
+            (
+                re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+                ", ".join(sorted(m.upper() for m in ops)),
+            )
+            for path, ops in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allow_by_path = templates
+    return next((methods for pattern, methods in templates if pattern.match(request.url.path)), "")
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return error_response(exc.status_code, kind, str(exc.detail), headers)
 
 
 def _redis_cause(exc: Exception) -> str:

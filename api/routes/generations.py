@@ -143,6 +143,9 @@ async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: S
     return JSONResponse(body.model_dump(), status_code=200)
 
 
+_EVENT_ID = r"^\s*[0-9]{1,18}\s*$"
+
+
 def _event_id(value: str, where: str) -> int:
     """One rule for a resume point, header or query: ASCII digits only, at most 18 (``+5``, ``٣`` or ``1e3`` are
     not event ids; ``?after=+5`` was accepted while the header refused it, issue 12)."""
@@ -176,10 +179,20 @@ async def stream_events(
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
+    # The pattern is documented, not enforced by the framework: _resume_point checks both with one rule and one
+    # message (issue 12: the OpenAPI document said any string).
     after: Annotated[
-        str | None, Query(pattern="^[0-9]{1,18}$", description="Replay events strictly after this event id.")
+        str | None,
+        Query(description="Replay events strictly after this event id.", json_schema_extra={"pattern": _EVENT_ID}),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Resume after this event id (EventSource sends it); wins over ?after=; empty is absent.",
+            json_schema_extra={"pattern": r"^\s*([0-9]{1,18})?\s*$"},
+        ),
+    ] = None,
 ) -> Response:
     """Server-Sent Events: every event after the resume point, then live ones, ending with ``done``; ``204`` when
     the resume point is the last event of an ended generation.

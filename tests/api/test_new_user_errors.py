@@ -131,3 +131,13 @@ def test_the_viewer_page_of_an_unknown_id_is_an_http_404(client: httpx.Client) -
     assert "There is no generation <code>gen_AAAAAAAAAAAAAAAAAAAAAA</code> here" in r.text
     escaped = client.get("/g/%3Cscript%3E")
     assert escaped.status_code == 404 and "<script>" not in escaped.text and "&lt;script&gt;" in escaped.text
+
+
+def test_issue12_a_405_allows_every_method_of_the_path(client: httpx.Client) -> None:
+    """Before: ``Allow`` named only the first route's methods of a path served by several routes (``GET`` and
+    ``POST /v1/generations``). After: all of them."""
+    r = client.put("/v1/generations")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "method_not_allowed"
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+    r = client.delete("/v1/models")
+    assert r.status_code == 405 and "GET" in r.headers["allow"].split(", ")
