@@ -162,7 +162,13 @@ async def get_batch(batch_id: OwnedBatchId, store: StoreDep) -> BatchPublic:
     return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
 
 
-@router.get("/{batch_id}/results", responses=error_responses(401, 404, 422, 503))
+@router.get(
+    "/{batch_id}/results",
+    responses={
+        200: {"content": {"application/jsonl": {}}, "description": "One JSON line per finished request"},
+        **error_responses(401, 404, 422, 503),
+    },
+)
 async def batch_results(batch_id: OwnedBatchId, store: StoreDep) -> StreamingResponse:
     """JSONL, one line per finished request (in input order); lines appear as requests finish."""
     return StreamingResponse(store.batches.results(batch_id), media_type="application/jsonl")
@@ -175,7 +181,13 @@ async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: Settin
     return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
 
 
-@router.get("/{batch_id}/events", responses=error_responses(401, 404, 422, 503))
+@router.get(
+    "/{batch_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "progress events, then done"},
+        **error_responses(401, 404, 422, 503),
+    },
+)
 async def batch_events(batch_id: OwnedBatchId, store: StoreDep) -> StreamResponse:
     """SSE: a ``progress`` event whenever the counts change, then ``done`` with the final batch."""
 
