@@ -49,13 +49,14 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from reasonq.shared.redis import check_eviction_policy
     from reasonq.worker.app import app, check_queues
     from reasonq.worker.runtime import WorkerRuntime
 
     settings = get_settings()
     if not settings.model_base_url:
         WorkerRuntime(settings)  # raises ConfigurationError with the explanation
-    check_configuration(settings)
+    check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)
     queues = args.queues or settings.queue_name
     check_queues(queues.split(","))
     argv = [
