@@ -96,7 +96,14 @@ _BATCH_LINE_SCHEMA = {
         "custom_id": {"type": "string", "minLength": 1, "maxLength": 512},
         "method": {"type": "string", "enum": ["POST"]},
         "url": {"type": "string", "enum": ["/v1/chat/completions"]},
-        "body": {"$ref": "#/components/schemas/ChatCompletionRequest"},
+        # A chat-completions request that does not stream (the stateful fuzz phase found the document allowing
+        # `stream: true`, which _validate refuses; issue 12).
+        "body": {
+            "allOf": [
+                {"$ref": "#/components/schemas/ChatCompletionRequest"},
+                {"properties": {"stream": {"enum": [False]}}},
+            ]
+        },
     },
 }
 _BATCH_BODY = {

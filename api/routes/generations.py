@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
@@ -146,6 +147,17 @@ async def cancel_generation(generation_id: OwnedId, store: StoreDep, settings: S
 _EVENT_ID = r"^\s*[0-9]{1,18}\s*$"
 
 
+def _string_schema(pattern: str) -> Callable[[dict[str, Any]], None]:
+    """An optional parameter documented as a plain string with ``pattern`` (not ``string | null``: a client that
+    sends the text "null" sends no event id)."""
+
+    def apply(schema: dict[str, Any]) -> None:
+        schema.pop("anyOf", None)
+        schema.update(type="string", pattern=pattern)
+
+    return apply
+
+
 def _event_id(value: str, where: str) -> int:
     """One rule for a resume point, header or query: ASCII digits only, at most 18 (``+5``, ``٣`` or ``1e3`` are
     not event ids; ``?after=+5`` was accepted while the header refused it, issue 12)."""
@@ -183,14 +195,14 @@ async def stream_events(
     # message (issue 12: the OpenAPI document said any string).
     after: Annotated[
         str | None,
-        Query(description="Replay events strictly after this event id.", json_schema_extra={"pattern": _EVENT_ID}),
+        Query(description="Replay events strictly after this event id.", json_schema_extra=_string_schema(_EVENT_ID)),
     ] = None,
     last_event_id: Annotated[
         str | None,
         Header(
             alias="Last-Event-ID",
             description="Resume after this event id (EventSource sends it); wins over ?after=; empty is absent.",
-            json_schema_extra={"pattern": r"^\s*([0-9]{1,18})?\s*$"},
+            json_schema_extra=_string_schema(r"^\s*([0-9]{1,18})?\s*$"),
         ),
     ] = None,
 ) -> Response:
