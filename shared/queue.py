@@ -44,4 +44,12 @@ def create_celery(settings: Settings, *, include: list[str] | None = None) -> Ce
         # queue) that retrying would hide behind a live process consuming nothing.
         broker_channel_error_retry=settings.broker_is_redis,
     )
+    if not settings.broker_is_redis:
+        # Quorum queues (replicated, RabbitMQ 3.8+) for every queue reasonq declares, the API's publishes included;
+        # Celery then drops the global QoS that quorum queues refuse (worker_detect_quorum_queues, on by default).
+        app.conf.update(
+            task_default_queue_type=settings.broker_queue_type,
+            task_create_missing_queue_type=settings.broker_queue_type,
+            worker_detect_quorum_queues=True,
+        )
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reasonq.shared.errors import ConfigurationError
@@ -18,6 +18,9 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding records and event streams.")
     broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url. amqp:// works too.")
+    broker_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="Type of the queues declared on an AMQP broker (quorum: replicated RabbitMQ queues)."
+    )
     queue_name: str = Field("reasonq", description="Celery queue that generation tasks go to.")
     batch_queue_name: str = Field(
         "reasonq-batch", description="Celery queue of batch generations (served by their own workers)."
@@ -144,6 +147,15 @@ class Settings(BaseSettings):
         """Whether the broker is a Redis server (kombu's Redis transport)."""
         return self.effective_broker_url.startswith(("redis://", "rediss://", "unix://"))
 
+    @model_validator(mode="after")
+    def _quorum_needs_amqp(self) -> Settings:
+        if self.broker_queue_type == "quorum" and self.broker_is_redis:
+            raise ValueError(
+                "REASONQ_BROKER_QUEUE_TYPE=quorum needs an amqp:// broker (REASONQ_BROKER_URL); a Redis broker's queues"
+                " are lists"
+            )
+        return self
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -156,7 +168,10 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as e:
-        problems = [
-            f"REASONQ_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}" for error in e.errors()
+        problems = [  # a check across settings has no location: its message names them
+            f"REASONQ_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            if error["loc"]
+            else str(error["msg"]).removeprefix("Value error, ")
+            for error in e.errors()
         ]
         raise ConfigurationError("; ".join(problems)) from None

@@ -103,3 +103,61 @@ def test_issue12_a_queue_declared_with_other_arguments_is_named_not_a_500(
         assert "x-queue-type" in r.json()["error"]["message"]
     finally:
         api.stop()
+
+
+def _queue_types(vhost: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-p", vhost, "name", "type", "--quiet", "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
+
+
+def test_quorum_queues_end_to_end_and_through_a_worker_kill(
+    stack_env: dict[str, str], logs_dir: Path, amqp_vhost: str
+) -> None:
+    """Issue 13 (its RabbitMQ part): ``REASONQ_BROKER_QUEUE_TYPE=quorum`` declares quorum queues (no setting reached
+    them before, and a pre-declared one killed the worker); a generation runs through them, and one whose worker is
+    SIGKILLed mid-stream completes on attempt 2 with the exact text."""
+    queue = f"reasonq-test-{secrets.token_hex(4)}"
+    env = {
+        **stack_env,
+        "REASONQ_BROKER_URL": amqp_vhost,
+        "REASONQ_BROKER_QUEUE_TYPE": "quorum",
+        "REASONQ_QUEUE_NAME": queue,
+        "REASONQ_LEASE_TTL_S": "2",
+        "REASONQ_SWEEP_INTERVAL_S": "0.5",
+    }
+    workers = WorkerFactory(env, logs_dir)
+    doomed = workers("quorum", concurrency=8)
+    port = free_port()
+    api = ManagedProcess("api-quorum", python_m("api", "--port", str(port)), env, logs_dir / "api-quorum.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=30, what="API", process=api)
+        wait_until(lambda: http_ok(f"{url}/readyz"), timeout_s=30, what="a consuming worker", process=doomed)
+        assert _queue_types(amqp_vhost.rsplit("/", 1)[1]).get(queue) == "quorum"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            quick = "quorum quick sim:reasoning_tokens=5 sim:content_tokens=5"
+            assert read_events(client, submit(client, quick))[-1].data["status"] == "completed"
+            prompt = "quorum kill sim:reasoning_tokens=40 sim:content_tokens=40 sim:tokens_per_s=30"
+            gid = submit(client, prompt)
+            wait_until(
+                lambda: len(client.get(f"/v1/generations/{gid}").json()["reasoning"].split()) >= 5,
+                timeout_s=30,
+                what="the first words",
+            )
+            workers("quorum", concurrency=8)
+            doomed.kill()
+            events = read_events(client, gid, timeout_s=90)
+            record = client.get(f"/v1/generations/{gid}").json()
+        assert record["status"] == "completed" and record["attempt"] == 2
+        reasoning = "".join(e.data["delta"] for e in events if e.type == "reasoning" and e.id > 0)
+        assert (record["reasoning"], record["content"]) == expected_text(prompt)
+        assert reasoning.endswith(record["reasoning"])  # the restart's text follows the restart event
+    finally:
+        api.stop()
+        workers.stop_all()

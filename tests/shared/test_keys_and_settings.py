@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from reasonq.shared import keys
+from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,3 +111,19 @@ def test_every_setting_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"REASONQ_{name.upper()}" in readme, name
+
+
+def test_quorum_queues_need_an_amqp_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``REASONQ_BROKER_QUEUE_TYPE=quorum`` with a Redis broker is refused in one line saying why; with an
+    ``amqp://`` broker it is accepted."""
+    monkeypatch.setenv("REASONQ_BROKER_QUEUE_TYPE", "quorum")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError) as refused:
+            get_settings()
+        assert str(refused.value).startswith("REASONQ_BROKER_QUEUE_TYPE=quorum needs an amqp:// broker")
+        monkeypatch.setenv("REASONQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+        get_settings.cache_clear()
+        assert get_settings().broker_queue_type == "quorum"
+    finally:
+        get_settings.cache_clear()
