@@ -22,8 +22,7 @@ from reasonq.api.deps import StoreDep
 from reasonq.api.errors import ApiError, data_lost, not_found
 from reasonq.api.submission import checked_id
 from reasonq.shared.settings import Settings
-from reasonq.shared.store import GenerationStore
-from reasonq.shared.store.records import Access
+from reasonq.shared.store import Access, GenerationStore
 
 GenerationId = Annotated[str, Path(description="The id returned by POST /v1/generations.")]
 ShareToken = Annotated[

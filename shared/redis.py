@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
+import redis as sync_redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
 
 from reasonq.shared.errors import ConfigurationError
 
@@ -68,9 +70,6 @@ def check_eviction_policy(url: str, *, allow: bool) -> None:
     Raises:
         ConfigurationError: the policy evicts, and ``allow`` is false.
     """
-    import redis as sync_redis
-    from redis.exceptions import RedisError
-
     try:
         client = sync_redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:

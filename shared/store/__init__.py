@@ -20,11 +20,12 @@ from reasonq.shared.store.batches import Batches, BatchState
 from reasonq.shared.store.idempotency import IdempotencyKeys
 from reasonq.shared.store.leases import ClaimResult, ClaimTarget, Leases
 from reasonq.shared.store.presence import Presence
-from reasonq.shared.store.records import ANONYMOUS, Records
+from reasonq.shared.store.records import ANONYMOUS, Access, Records
 from reasonq.shared.store.streams import EventLog, Outcome
 
 __all__ = [
     "ANONYMOUS",
+    "Access",
     "AdmissionCounts",
     "BatchState",
     "Batches",
