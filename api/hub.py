@@ -44,8 +44,12 @@ CATCHUP_FIRST_COUNT = 4
 CHUNK_BYTES = 256 * 1024
 # Entries per stream per XREAD.
 XREAD_COUNT = 1_000
-# How often this process tells Redis how many viewers it has per generation.
+# How often this process refreshes, in Redis, how many viewers it has per generation (the entries expire unless
+# refreshed).
 VIEWERS_PUBLISH_S = 2.0
+# A join or a leave is published this soon (joins within it go in one write): with only the 2 s refresh, a page
+# showed a second viewer up to 3 s late (publish plus the page's 1 s poll), and a CI run timed out on it.
+VIEWERS_CHANGE_S = 0.25
 # The first bytes of every native stream: EventSource reconnects after 1 s, not its default 3 s (issue 12: a 3.09 s
 # gap measured across an API restart).
 RETRY_FRAME = b"retry: 1000\n\n"
@@ -235,6 +239,7 @@ class Hub:
         self._idle = asyncio.Event()
         self._watching: dict[str, int] = {}  # generation id -> viewers of this process (replaying or live)
         self._watching_changed: set[str] = set()
+        self._counts_changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -266,11 +271,21 @@ class Hub:
         self._publisher = asyncio.create_task(self._publish_viewers_forever(), name="hub-viewers")
 
     async def _publish_viewers_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        refresh_at = loop.time() + VIEWERS_PUBLISH_S
         while True:
-            await asyncio.sleep(VIEWERS_PUBLISH_S)
-            counts = {gid: n for gid, n in self._watching.items() if n > 0}
-            counts |= {gid: 0 for gid in self._watching_changed if gid not in counts}
-            self._watching_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._counts_changed.wait(), max(0.0, refresh_at - loop.time()))
+            if loop.time() < refresh_at:  # a change: publish just the generations that changed, soon
+                await asyncio.sleep(VIEWERS_CHANGE_S)
+                changed = self._watching_changed
+                counts = {gid: self._watching.get(gid, 0) for gid in changed}
+            else:  # the refresh: every count, so no entry expires while watched
+                refresh_at = loop.time() + VIEWERS_PUBLISH_S
+                counts = {gid: n for gid, n in self._watching.items() if n > 0}
+                counts |= {gid: 0 for gid in self._watching_changed if gid not in counts}
+            self._watching_changed = set()
+            self._counts_changed.clear()
             try:
                 await self._store.presence.publish_viewers(counts, self._hub_id)
             except (RedisError, OSError) as e:
@@ -282,7 +297,8 @@ class Hub:
             self._watching[generation_id] = count
         else:
             self._watching.pop(generation_id, None)
-            self._watching_changed.add(generation_id)
+        self._watching_changed.add(generation_id)
+        self._counts_changed.set()
 
     def drain_soon(self) -> None:
         """``drain`` from a signal handler or another thread: scheduled on the hub's event loop."""
