@@ -81,6 +81,7 @@ class Topic:
     generation_id: str
     key: bytes
     cursor: int
+    group: int = 0
     finished: bool = False
     viewers: int = 0
     first_seq: int = 0
@@ -211,6 +212,20 @@ class HubStats:
     topics_opened: int = 0
 
 
+@dataclass(eq=False)
+class _Reader:
+    """One blocking XREAD loop over the live topics of one slot group (every topic on one Redis; one shard's on a
+    Cluster, where one XREAD may not span slots) and its own wake stream in that group's slot."""
+
+    group: int
+    wake_key: str
+    wake_cursor: str = "0-0"
+    topics: dict[bytes, Topic] = field(default_factory=dict)  # by stream key
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    client: Redis | None = None
+    task: asyncio.Task[None] | None = None
+
+
 class Hub:
     """Fans events out from Redis to the viewers of this process.
 
@@ -230,13 +245,10 @@ class Hub:
         self._block_ms = block_ms
         self._ring_events = ring_events
         self._topics: dict[str, Topic] = {}
-        self._by_key: dict[bytes, Topic] = {}
         self._hub_id = secrets.token_hex(8)
-        self._wake_key = keys.hub_wake_key(self._hub_id)
-        self._wake_cursor = "0-0"
-        self._reader: Redis | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
+        # On a Cluster one reader per shard (an XREAD stays in one slot); on one Redis one reader reads everything.
+        self._sharded = store.sharded
+        self._readers: dict[int, _Reader] = {}
         self._watching: dict[str, int] = {}  # generation id -> viewers of this process (replaying or live)
         self._watching_changed: set[str] = set()
         self._counts_changed = asyncio.Event()
@@ -265,9 +277,8 @@ class Hub:
         return self._watching.get(generation_id, 0)
 
     def start(self) -> None:
-        """Start the reader task and the viewer-count publisher."""
+        """Start the viewer-count publisher (readers start with their first topic)."""
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="hub-reader")
         self._publisher = asyncio.create_task(self._publish_viewers_forever(), name="hub-viewers")
 
     async def _publish_viewers_forever(self) -> None:
@@ -315,8 +326,8 @@ class Hub:
             topic.fail(HubUnavailable("server shutting down"))
 
     async def stop(self) -> None:
-        """Stop the reader and release its connection."""
-        for task in (self._task, self._publisher):
+        """Stop the readers and release their connections."""
+        for task in (*(r.task for r in self._readers.values()), self._publisher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -325,10 +336,12 @@ class Hub:
             await self._store.presence.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
         for topic in list(self._topics.values()):
             topic.fail(HubUnavailable("server shutting down"))
-        with contextlib.suppress(RedisError, OSError):
-            await self._store.streams.drop_wake(self._wake_key)
-        if self._reader is not None:
-            await self._reader.aclose()
+        for reader in self._readers.values():
+            with contextlib.suppress(RedisError, OSError):
+                await self._store.streams.drop_wake(reader.wake_key)
+            if reader.client is not None:
+                with contextlib.suppress(Exception):
+                    await reader.client.aclose()
 
     async def follow(self, generation_id: str, after: int, fmt: Format = NATIVE_SSE) -> AsyncIterator[bytes]:
         """Every event after ``after`` in ``fmt``, replayed from Redis then live, ending with ``done``.
@@ -426,13 +439,15 @@ class Hub:
                     generation_id=generation_id,
                     key=keys.events_key(generation_id).encode(),
                     cursor=event.seq if event else 0,
+                    group=keys.shard_of(generation_id) if self._sharded else 0,
                     finished=event is not None and event.type == "done",
                 )
                 self._topics[generation_id] = topic
-                self._by_key[topic.key] = topic
+                reader = self._reader_of(topic.group)
+                reader.topics[topic.key] = topic
                 self.stats.topics_opened += 1
                 if not topic.finished:
-                    await self._wake_reader()
+                    await self._wake_reader(reader)
         topic.viewers += 1
         return topic
 
@@ -440,49 +455,57 @@ class Hub:
         topic.viewers -= 1
         if topic.viewers <= 0 and self._topics.get(topic.generation_id) is topic:
             del self._topics[topic.generation_id]
-            del self._by_key[topic.key]
+            self._readers[topic.group].topics.pop(topic.key, None)
 
-    async def _wake_reader(self) -> None:
-        self._idle.set()
-        await self._store.streams.wake(self._wake_key)
+    def _reader_of(self, group: int) -> _Reader:
+        reader = self._readers.get(group)
+        if reader is None:
+            reader = self._readers[group] = _Reader(group, keys.hub_wake_key(self._hub_id, group))
+            reader.task = asyncio.create_task(self._run(reader), name=f"hub-reader-{group}")
+        return reader
 
-    async def _run(self) -> None:
+    async def _wake_reader(self, reader: _Reader) -> None:
+        reader.idle.set()
+        await self._store.streams.wake(reader.wake_key)
+
+    async def _run(self, reader: _Reader) -> None:
         backoff = Backoff()
+        wake_key = reader.wake_key.encode()
         while True:
-            live = [t for t in self._topics.values() if not t.finished]
+            live = [t for t in reader.topics.values() if not t.finished]
             if not live:
-                self._idle.clear()
-                await self._idle.wait()
+                reader.idle.clear()
+                await reader.idle.wait()
                 continue
-            streams: dict[Any, Any] = {self._wake_key: self._wake_cursor}
+            streams: dict[Any, Any] = {reader.wake_key: reader.wake_cursor}
             for topic in live:
                 streams[topic.key] = f"{topic.cursor}-0"
             try:
-                if self._reader is None:
-                    self._reader = self._connect()
+                if reader.client is None:
+                    reader.client = self._connect()
                 reply = cast(
                     list[tuple[bytes, Entries]],
-                    await self._reader.xread(streams, count=XREAD_COUNT, block=self._block_ms),
+                    await reader.client.xread(streams, count=XREAD_COUNT, block=self._block_ms),
                 )
             except (RedisError, OSError) as e:
                 logger.warning("hub: Redis read failed (%s); ending %d live topics", e, len(live))
                 for topic in live:
                     topic.fail(e)
                     self._topics.pop(topic.generation_id, None)
-                    self._by_key.pop(topic.key, None)
-                if self._reader is not None:
+                    reader.topics.pop(topic.key, None)
+                if reader.client is not None:
                     with contextlib.suppress(Exception):
-                        await self._reader.aclose()
-                    self._reader = None
+                        await reader.client.aclose()
+                    reader.client = None
                 await backoff.sleep()
                 continue
             backoff.reset()
             self.stats.xreads += 1
             for key, entries in reply or ():
-                if key == self._wake_key.encode():
-                    self._wake_cursor = entries[-1][0].decode()
+                if key == wake_key:
+                    reader.wake_cursor = entries[-1][0].decode()
                     continue
-                target = self._by_key.get(key)
+                target = reader.topics.get(key)
                 if target is None or not entries:
                     continue  # every viewer left while we were blocked
                 events = [parse_entry(entry_id, fields) for entry_id, fields in entries]

@@ -32,7 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
     app.state.store = store = GenerationStore(redis, simulated=settings.model_simulated)
     app.state.hub = hub = Hub(
-        lambda: create_blocking_redis(settings.redis_url, block_ms=settings.hub_block_ms),
+        lambda: create_blocking_redis(settings.redis_url, block_ms=settings.hub_block_ms),  # one per reader
         store,
         block_ms=settings.hub_block_ms,
         ring_events=settings.hub_ring_events,

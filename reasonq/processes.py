@@ -183,9 +183,10 @@ class RedisServer(ManagedProcess):
         port: its TCP port.
         data_dir: its working directory (AOF files live here when ``persist``).
         persist: append-only file persistence (fsync every second), so data survives a restart.
+        extra: more redis-server arguments (cluster mode, ``--replicaof``).
     """
 
-    def __init__(self, port: int, data_dir: Path, *, persist: bool = True) -> None:
+    def __init__(self, port: int, data_dir: Path, *, persist: bool = True, extra: Sequence[str] = ()) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             find_redis_server(),
@@ -197,6 +198,7 @@ class RedisServer(ManagedProcess):
             "--appendfsync", "everysec",
             "--daemonize", "no",
             "--protected-mode", "yes",
+            *extra,
         ]  # fmt: skip
         super().__init__("redis-server", argv, log_path=data_dir / "redis.log")
         self.port = port

@@ -5,6 +5,9 @@ inside a pipeline (measured on this machine with 200 concurrent writers). A work
 of generations therefore sends their writes together: the first call after a quiet moment goes at once (one
 round trip, no added latency); calls made while a pipeline is in flight wait for it and leave together in the
 next one. Each caller still gets its own result or error.
+
+On a Redis Cluster redis-py refuses scripts in a pipeline (a pipeline spans nodes), so there each call of the
+batch is sent on its own, concurrently: the writes still leave together, one round trip per call.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from reasonq.shared.redis import is_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ class ScriptBatcher:
         self._task: asyncio.Task[None] | None = None
         self.pipelines = 0
         self.calls = 0
+        self._cluster = is_cluster(redis)
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args`` in the next pipeline; returns its reply."""
@@ -65,6 +71,9 @@ class ScriptBatcher:
     async def _send(self, batch: list[_Call]) -> None:
         self.pipelines += 1
         self.calls += len(batch)
+        if self._cluster:
+            await asyncio.gather(*(self._send_one(call) for call in batch))
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for script, keys, args, _ in batch:
@@ -88,3 +97,15 @@ class ScriptBatcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    @staticmethod
+    async def _send_one(call: _Call) -> None:
+        script, keys, args, future = call
+        try:
+            reply = await script(keys=keys, args=args)
+        except Exception as e:
+            if not future.done():
+                future.set_exception(e)
+            return
+        if not future.done():
+            future.set_result(reply)

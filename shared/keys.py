@@ -1,38 +1,76 @@
-"""Every Redis key reasonq uses, in one place, with its lifetime.
+"""Every Redis key reasonq uses, in one place, with its lifetime and its hash slot.
 
-A generation owns four keys. They have no TTL while the generation is live and all expire
-``retention_s`` after it ends (set atomically by the ``finish`` script).
+A generation owns four keys. They have no TTL while the generation is live and all expire ``retention_s`` after
+it ends (set atomically by the ``finish`` script).
+
+Redis Cluster (issue 13): a Lua script may touch only keys of one hash slot, and claim, finish and cancel change a
+generation's keys and the lease/queued indexes together. So generations are spread over ``SHARDS`` shards, each a
+hash tag (``{...}``) shared by its generations' keys and its own ``leases`` and ``queued`` indexes: every script
+stays in one slot, and sweeps and renewals run per shard. On one Redis the tags change nothing. The shard of a
+generation is a function of its id alone and the tags are fixed, so ``SHARDS`` can never change without moving
+every key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
+
+from redis.crc import key_slot
 
 PREFIX = "rq:"
+SHARDS = 16
+_SLOTS = 16_384
+
+
+def _shard_tags() -> tuple[str, ...]:
+    # Shard i's tag hashes into the i-th sixteenth of the slot space, so a cluster that splits slots evenly between
+    # its masters (as `redis-cli --cluster create` does) gives each master an even share of shards. Deterministic:
+    # the same tags on every machine and version (tests/shared/test_keys_and_settings.py pins them).
+    tags = []
+    width = _SLOTS // SHARDS
+    for shard in range(SHARDS):
+        n = 0
+        while key_slot(f"g{shard}.{n}".encode()) // width != shard:
+            n += 1
+        tags.append(f"g{shard}.{n}")
+    return tuple(tags)
+
+
+SHARD_TAGS = _shard_tags()
+
+
+def shard_of(generation_id: str) -> int:
+    """The shard a generation's keys live in (a function of its id alone)."""
+    return zlib.crc32(generation_id.encode()) % SHARDS
+
+
+def _gen(generation_id: str) -> str:
+    return f"{PREFIX}{{{SHARD_TAGS[shard_of(generation_id)]}}}:gen:{generation_id}"
 
 
 def record_key(generation_id: str) -> str:
     """Hash: the generation's record (status, attempt, last event seq, request). Lives until retention after the end."""
-    return f"{PREFIX}gen:{generation_id}"
+    return _gen(generation_id)
 
 
 def events_key(generation_id: str) -> str:
     """Stream: the generation's events; entry id ``N-0`` is event id N. Lives until retention after the end."""
-    return f"{PREFIX}gen:{generation_id}:events"
+    return f"{_gen(generation_id)}:events"
 
 
 def reasoning_key(generation_id: str) -> str:
     """String: the current attempt's reasoning text so far (APPENDed with each write). Same lifetime as the record."""
-    return f"{PREFIX}gen:{generation_id}:reasoning"
+    return f"{_gen(generation_id)}:reasoning"
 
 
 def content_key(generation_id: str) -> str:
     """String: the current attempt's answer text so far. Same lifetime as the record."""
-    return f"{PREFIX}gen:{generation_id}:content"
+    return f"{_gen(generation_id)}:content"
 
 
 def generation_keys(generation_id: str) -> list[str]:
-    """The four keys a generation owns: record, events, reasoning, content."""
+    """The four keys a generation owns: record, events, reasoning, content (one hash slot)."""
     return [
         record_key(generation_id),
         events_key(generation_id),
@@ -41,19 +79,22 @@ def generation_keys(generation_id: str) -> list[str]:
     ]
 
 
-def leases_key() -> str:
-    """Sorted set: running generation ids scored by lease deadline (ms, Redis clock). Member removed at the end."""
-    return f"{PREFIX}leases"
+def leases_key(shard: int) -> str:
+    """Sorted set: one shard's running generation ids scored by lease deadline (ms, Redis clock). Member removed at
+    the end."""
+    return f"{PREFIX}{{{SHARD_TAGS[shard]}}}:leases"
 
 
-def queued_key() -> str:
-    """Sorted set: queued generation ids scored by last dispatch (ms). Member removed when claimed or ended."""
-    return f"{PREFIX}queued"
+def queued_key(shard: int) -> str:
+    """Sorted set: one shard's queued generation ids scored by last dispatch (ms). Member removed when claimed or
+    ended."""
+    return f"{PREFIX}{{{SHARD_TAGS[shard]}}}:queued"
 
 
 def script_keys(generation_id: str) -> list[str]:
-    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then the two indexes."""
-    return [*generation_keys(generation_id), leases_key(), queued_key()]
+    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then its shard's two indexes."""
+    shard = shard_of(generation_id)
+    return [*generation_keys(generation_id), leases_key(shard), queued_key(shard)]
 
 
 def cancel_channel() -> str:
@@ -61,12 +102,13 @@ def cancel_channel() -> str:
     return f"{PREFIX}cancel"
 
 
-def hub_wake_key(hub_id: str) -> str:
-    """Stream: wakes one API process's blocked reader when a viewer starts watching a new generation.
+def hub_wake_key(hub_id: str, shard: int) -> str:
+    """Stream: wakes one API process's blocked reader of one shard when a viewer starts watching a new generation
+    (in the shard's slot: one XREAD reads it with the shard's event streams).
 
     Deleted when that process stops; expires ``HUB_WAKE_TTL_S`` after its last use if the process dies.
     """
-    return f"{PREFIX}hub:{hub_id}:wake"
+    return f"{PREFIX}{{{SHARD_TAGS[shard]}}}:hub:{hub_id}:wake"
 
 
 HUB_WAKE_TTL_S = 3_600
@@ -84,7 +126,7 @@ RECENT_KEPT = 1_000
 def viewers_key(generation_id: str) -> str:
     """Hash: API process id -> "count expiry_ms" of its viewers of one generation. Expires 10 s after the last
     update (viewers are refreshed every 2 s while any watch)."""
-    return f"{PREFIX}gen:{generation_id}:viewers"
+    return f"{_gen(generation_id)}:viewers"
 
 
 VIEWERS_TTL_MS = 10_000
@@ -99,12 +141,12 @@ def idempotency_key(scope: str, client_key: str) -> str:
 
 def batch_key(batch_id: str) -> str:
     """Hash: a batch's record (status, counts at creation, times). Expires with its generations' retention."""
-    return f"{PREFIX}batch:{batch_id}"
+    return f"{PREFIX}batch:{{{batch_id}}}"
 
 
 def batch_items_key(batch_id: str) -> str:
     """List: "custom_id<TAB>generation_id" per input line, in input order. Same lifetime as the batch."""
-    return f"{PREFIX}batch:{batch_id}:items"
+    return f"{PREFIX}batch:{{{batch_id}}}:items"
 
 
 def workers_key() -> str:
@@ -126,7 +168,7 @@ LIVE_WORKER_MS = 30_000  # a worker whose last beat is older is not counted as l
 def key_rate_key(owner: str) -> str:
     """Sorted set: one client key's creating requests of the last ``RATE_WINDOW_MS`` (member: the id created,
     score: ms). Trimmed at each admission; expires ``RATE_WINDOW_MS`` after the last one."""
-    return f"{PREFIX}key:{owner}:rate"
+    return f"{PREFIX}key:{{{owner}}}:rate"
 
 
 RATE_WINDOW_MS = 60_000
@@ -136,7 +178,7 @@ def key_active_key(owner: str) -> str:
     """Sorted set: one client key's interactive generations that may still be queued or running (score: ms).
     Ended ones are pruned when the set is full, and members with no record after ``PENDING_CREATE_MS`` (a
     creation that failed); expires after the retention time without admissions."""
-    return f"{PREFIX}key:{owner}:active"
+    return f"{PREFIX}key:{{{owner}}}:active"
 
 
 PENDING_CREATE_MS = 60_000

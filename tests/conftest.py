@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from reasonq.processes import ManagedProcess, RedisServer, free_port, http_ok, wait_until
+from reasonq.topologies import LocalCluster
 
 # Shows up in every error path test: it must never leak into events, records or logs.
 MODEL_API_KEY = "sk-test-SECRET-0123456789abcdef"
@@ -37,6 +38,23 @@ def unit_redis_url(redis_server: RedisServer) -> str:
     """Database 1 of the suite's redis-server: unit tests of store, hub and writer, away from the workers'
     recovery sweeps, which watch database 0."""
     return redis_server.url.removesuffix("/0") + "/1"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster of 3 masters with a replica each (issue 13), started on first use."""
+    c = LocalCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(params=["one-redis", "redis-cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A unit test's Redis, as a single server and as a Cluster: every script and call site of the store runs on
+    both, so a key of another slot fails the Cluster case (``CROSSSLOT``)."""
+    if request.param == "one-redis":
+        return str(request.getfixturevalue("unit_redis_url"))
+    return str(request.getfixturevalue("redis_cluster").url)
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +157,7 @@ class Cluster:
         self.api: ManagedProcess | None = None
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
+        self.more_apis: list[ManagedProcess] = []
 
     def start_api(self) -> str:
         self.api = ManagedProcess(
@@ -150,6 +169,20 @@ class Cluster:
         wait_until(lambda: http_ok(f"{self.url}/healthz"), timeout_s=30, what="API", process=self.api)
         return self.url
 
+    def add_api(self) -> str:
+        """Another API process over the same Redis and queue; returns its URL."""
+        port = free_port()
+        api = ManagedProcess(
+            f"api-{self.name}-{port}",
+            python_m("api", "--port", str(port)),
+            self.env,
+            log_path=self.logs_dir / f"api-{self.name}-{port}.log",
+        ).start()
+        self.more_apis.append(api)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(f"{url}/healthz"), timeout_s=30, what="API", process=api)
+        return url
+
     def add_worker(self, concurrency: int = 50, env: dict[str, str] | None = None, queues: str = "") -> ManagedProcess:
         worker = self.workers(self.name, concurrency=concurrency, env=env, queues=queues)
         log = worker.log_path
@@ -159,8 +192,8 @@ class Cluster:
 
     def stop(self) -> None:
         self.workers.stop_all()
-        if self.api is not None:
-            self.api.stop()
+        for api in [*self.more_apis, *([self.api] if self.api else [])]:
+            api.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from reasonq.shared.batching import ScriptBatcher
+from reasonq.shared.redis import is_cluster
 from reasonq.shared.store.admission import AdmissionCounts
 from reasonq.shared.store.batches import Batches, BatchState
 from reasonq.shared.store.idempotency import IdempotencyKeys
@@ -59,6 +60,8 @@ class GenerationStore:
     ) -> None:
         # The raw client, for tests that look at keys directly. api/ never uses it (tests/packaging checks).
         self.redis = redis
+        # A Redis Cluster: readers of several generations' streams read per shard (one slot per call).
+        self.sharded = is_cluster(redis)
         self.records = Records(redis, simulated=simulated)
         self.streams = EventLog(redis, batcher)
         self.leases = Leases(redis)

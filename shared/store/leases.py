@@ -7,8 +7,10 @@ that compares and sets the attempt number, so two workers never write one attemp
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -23,6 +25,16 @@ from reasonq.shared.scripts import load_script
 from reasonq.shared.store._values import server_now_ms, text_or_none
 
 logger = logging.getLogger(__name__)
+
+
+def by_shard(items: Iterable[tuple[str, int]]) -> dict[int, list[tuple[str, int]]]:
+    """``(generation_id, attempt)`` pairs grouped by the shard of their keys (one script call per shard)."""
+    groups: dict[int, list[tuple[str, int]]] = {}
+    for item in items:
+        groups.setdefault(keys.shard_of(item[0]), []).append(item)
+    return groups
+
+
 CLAIM_RESENDS = 3  # a claim whose reply was lost is sent again this many times (same token)
 
 
@@ -119,68 +131,79 @@ class Leases:
         return ClaimResult(outcome, detail=reply[1].decode() if len(reply) > 1 else "")
 
     async def renew(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> tuple[list[str], list[str]]:
-        """Extend the leases of ``(generation_id, attempt)`` pairs.
+        """Extend the leases of ``(generation_id, attempt)`` pairs (one script call per shard, concurrently).
 
         Returns the ids no longer owned, and the ids whose cancel was requested.
         """
-        if not leases:
-            return [], []
-        lost, cancel = await self._renew(
-            keys=[keys.leases_key(), *(keys.record_key(gid) for gid, _ in leases)],
-            args=[lease_ttl_ms, *(a for _, a in leases)],
-        )
-        return [leases[int(i) - 1][0] for i in lost], [leases[int(i) - 1][0] for i in cancel]
+
+        async def one(shard: int, group: list[tuple[str, int]]) -> tuple[list[str], list[str]]:
+            lost, cancel = await self._renew(
+                keys=[keys.leases_key(shard), *(keys.record_key(gid) for gid, _ in group)],
+                args=[lease_ttl_ms, *(a for _, a in group)],
+            )
+            return [group[int(i) - 1][0] for i in lost], [group[int(i) - 1][0] for i in cancel]
+
+        replies = await asyncio.gather(*(one(shard, group) for shard, group in by_shard(leases).items()))
+        return [gid for lost, _ in replies for gid in lost], [gid for _, cancel in replies for gid in cancel]
 
     async def requeue_expired(self, limit: int = 100) -> list[str]:
         """Hand back every running generation whose lease expired (reason ``worker_lost``); returns their ids.
 
-        The candidates are read first (their records are keys of their own), and the script checks each lease
-        again, atomically: one renewed in between is left alone. Those handed back wait in the queued index.
+        Per shard, the candidates are read first (their records are keys of their own), and the script checks each
+        lease again, atomically: one renewed in between is left alone. Those handed back wait in the queued index.
         """
         now_ms = await server_now_ms(self._redis)
-        ids = [
-            gid.decode()
-            for gid in cast(
-                list[bytes], await self._redis.zrangebyscore(keys.leases_key(), "-inf", now_ms, start=0, num=limit)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(keys.SHARDS):
+                pipe.zrangebyscore(keys.leases_key(shard), "-inf", now_ms, start=0, num=limit)
+            candidates = cast(list[list[bytes]], await pipe.execute())
+
+        async def one(shard: int, ids: list[str]) -> list[str]:
+            out = await self._requeue(
+                keys=[keys.leases_key(shard), keys.queued_key(shard), *(keys.record_key(gid) for gid in ids)],
+                args=["worker_lost", "expired", *ids],
             )
-        ]
-        if not ids:
-            return []
-        out = await self._requeue(
-            keys=[keys.leases_key(), keys.queued_key(), *(keys.record_key(gid) for gid in ids)],
-            args=["worker_lost", "expired", *ids],
+            return [gid.decode() for gid in out]
+
+        replies = await asyncio.gather(
+            *(one(shard, [gid.decode() for gid in ids]) for shard, ids in enumerate(candidates) if ids)
         )
-        return [gid.decode() for gid in out]
+        return [gid for reply in replies for gid in reply]
 
     async def hand_back(self, leases: list[tuple[str, int]], reason: str) -> list[str]:
         """Hand back ``(generation_id, attempt)`` pairs this worker owns (e.g. on shutdown); returns their ids."""
-        if not leases:
-            return []
-        args: list[str | int] = [reason, "attempts"]
-        for gid, attempt in leases:
-            args += [gid, attempt]
-        out = await self._requeue(
-            keys=[keys.leases_key(), keys.queued_key(), *(keys.record_key(gid) for gid, _ in leases)], args=args
-        )
-        return [gid.decode() for gid in out]
+
+        async def one(shard: int, group: list[tuple[str, int]]) -> list[str]:
+            args: list[str | int] = [reason, "attempts"]
+            for gid, attempt in group:
+                args += [gid, attempt]
+            out = await self._requeue(
+                keys=[keys.leases_key(shard), keys.queued_key(shard), *(keys.record_key(gid) for gid, _ in group)],
+                args=args,
+            )
+            return [gid.decode() for gid in out]
+
+        replies = await asyncio.gather(*(one(shard, group) for shard, group in by_shard(leases).items()))
+        return [gid for reply in replies for gid in reply]
 
     async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:
-        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock)."""
+        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock), up to ``limit`` per
+        shard."""
         now_ms = await server_now_ms(self._redis)
-        ids = cast(
-            list[bytes],
-            await self._redis.zrangebyscore(keys.queued_key(), "-inf", now_ms - older_than_ms, start=0, num=limit),
-        )
-        return [gid.decode() for gid in ids]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(keys.SHARDS):
+                pipe.zrangebyscore(keys.queued_key(shard), "-inf", now_ms - older_than_ms, start=0, num=limit)
+            replies = cast(list[list[bytes]], await pipe.execute())
+        return [gid.decode() for ids in replies for gid in ids]
 
     async def mark_dispatched(self, generation_ids: list[str]) -> list[str]:
         """Record a new dispatch of queued generations; returns those still queued (the others were claimed)."""
         if not generation_ids:
             return []
         now_ms = await server_now_ms(self._redis)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for gid in generation_ids:
-                pipe.zadd(keys.queued_key(), {gid: now_ms}, xx=True, ch=True)
+                pipe.zadd(keys.queued_key(keys.shard_of(gid)), {gid: now_ms}, xx=True, ch=True)
             changed = await pipe.execute()
         return [gid for gid, c in zip(generation_ids, changed, strict=True) if c]
 
@@ -195,7 +218,8 @@ class Leases:
     async def counts(self) -> dict[str, int]:
         """Generations running (holding a lease) and queued, across the deployment."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.leases_key())
-            pipe.zcard(keys.queued_key())
-            running, queued = await pipe.execute()
-        return {"running": int(running), "queued": int(queued)}
+            for shard in range(keys.SHARDS):
+                pipe.zcard(keys.leases_key(shard))
+                pipe.zcard(keys.queued_key(shard))
+            cards = await pipe.execute()
+        return {"running": sum(cards[0::2]), "queued": sum(cards[1::2])}

@@ -6,6 +6,7 @@ hash and the first event (``status queued``, id 1) together.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal, NamedTuple, cast
 
 import orjson
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 
 from reasonq.shared import keys
 from reasonq.shared.events import DATA_FIELD, TERMINAL_STATUSES, TYPE_FIELD, DoneEvent, StatusEvent, encode_event
+from reasonq.shared.redis import is_cluster
 from reasonq.shared.schemas import GenerationCreate, GenerationPublic
 from reasonq.shared.scripts import load_script
 from reasonq.shared.stats import add_metrics
@@ -70,40 +72,68 @@ class Records:
         *,
         transaction: bool = False,
     ) -> None:
-        """Write many queued generations in one round trip (a batch's chunk)."""
+        """Write many queued generations (a batch's chunk): one round trip on one Redis.
+
+        Each generation's record, first event and queued-index entry are written in one transaction (on a Cluster,
+        one per shard: a transaction stays in one slot), then the owner's recent index.
+        """
+        if not items:
+            return
         event_type, data = encode_event(StatusEvent(status="queued", attempt=0))
-        async with self._redis.pipeline(transaction=transaction) as pipe:
-            for generation_id, request in items:
-                record: dict[str, str | bytes] = {
-                    "id": generation_id,
-                    "status": "queued",
-                    "model": request.model or "",
-                    "created_at": f"{created_at:.3f}",
-                    "attempt": "0",
-                    "seq": "1",
-                    "queue": queue,
-                    "owner": owner,
-                    "request": request.model_dump_json(exclude_none=True),
-                    "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
-                }
-                if request.metadata:
-                    record["metadata"] = orjson.dumps(request.metadata)
-                if self._simulated:
-                    record["simulated"] = "1"
-                # redis-py types mapping values as a union that dict[str, str | bytes] does not match (invariance)
-                pipe.hset(keys.record_key(generation_id), mapping=record)  # type: ignore[arg-type]
-                pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
-                pipe.zadd(keys.queued_key(), {generation_id: int(created_at * 1000)})
-                pipe.zadd(keys.recent_key(owner), {generation_id: created_at})
+
+        def write(pipe: Any, generation_id: str, request: GenerationCreate) -> None:
+            record: dict[str, str | bytes] = {
+                "id": generation_id,
+                "status": "queued",
+                "model": request.model or "",
+                "created_at": f"{created_at:.3f}",
+                "attempt": "0",
+                "seq": "1",
+                "queue": queue,
+                "owner": owner,
+                "request": request.model_dump_json(exclude_none=True),
+                "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
+            }
+            if request.metadata:
+                record["metadata"] = orjson.dumps(request.metadata)
+            if self._simulated:
+                record["simulated"] = "1"
+            pipe.hset(keys.record_key(generation_id), mapping=record)
+            pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
+            pipe.zadd(keys.queued_key(keys.shard_of(generation_id)), {generation_id: int(created_at * 1000)})
+
+        def index(pipe: Any) -> None:
+            pipe.zadd(keys.recent_key(owner), {generation_id: created_at for generation_id, _ in items})
             pipe.zremrangebyrank(keys.recent_key(owner), 0, -keys.RECENT_KEPT - 1)
+
+        if not is_cluster(self._redis):
+            async with self._redis.pipeline(transaction=transaction) as pipe:
+                for generation_id, request in items:
+                    write(pipe, generation_id, request)
+                index(pipe)
+                await pipe.execute()
+            return
+
+        async def one_shard(group: list[tuple[str, GenerationCreate]]) -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for generation_id, request in group:
+                    write(pipe, generation_id, request)
+                await pipe.execute()
+
+        shards: dict[int, list[tuple[str, GenerationCreate]]] = {}
+        for item in items:
+            shards.setdefault(keys.shard_of(item[0]), []).append(item)
+        await asyncio.gather(*(one_shard(group) for group in shards.values()))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            index(pipe)
             await pipe.execute()
 
     async def delete(self, generation_ids: list[str], owner: str) -> None:
         """Remove every key of these generations (used when their tasks could not be queued)."""
-        async with self._redis.pipeline(transaction=len(generation_ids) == 1) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for generation_id in generation_ids:
                 pipe.delete(*keys.generation_keys(generation_id))
-                pipe.zrem(keys.queued_key(), generation_id)
+                pipe.zrem(keys.queued_key(keys.shard_of(generation_id)), generation_id)
                 pipe.zrem(keys.recent_key(owner), generation_id)
             await pipe.execute()
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from reasonq.processes import wait_until
+from reasonq.shared import keys
 from tests.conftest import ALICE, BOB, CAROL, DAVE, Cluster
 from tests.helpers import read_events, text_of, wait_status
 
@@ -194,7 +195,7 @@ def test_model_and_max_tokens_limits_refuse_before_writing(keyed: Cluster) -> No
     r = redis.Redis.from_url(keyed.env["REASONQ_REDIS_URL"])
 
     def carols_keys() -> dict[bytes, object]:
-        return {k: r.dump(k) for k in [*r.scan_iter("rq:key:carol:*"), b"rq:recent:carol"]}
+        return {k: r.dump(k) for k in [*r.scan_iter("rq:key:{carol}:*"), b"rq:recent:carol"]}
 
     with _client(keyed, CAROL) as carol:
         before = carols_keys()
@@ -212,13 +213,13 @@ def test_model_and_max_tokens_limits_refuse_before_writing(keyed: Cluster) -> No
         assert carol.get("/v1/models").json()["data"][0]["id"] == "reasonq-sim"
         # Without max_tokens the key's cap is the request's max_tokens.
         gid = _submit(carol, f"capped {QUICK}")
-        request = orjson.loads(r.hget(f"rq:gen:{gid}", "request"))  # type: ignore[arg-type]
+        request = orjson.loads(r.hget(keys.record_key(gid), "request"))  # type: ignore[arg-type]
         assert request["max_tokens"] == 500
 
 
 def test_rate_limit_is_429_with_retry_after_and_nothing_half_created(keyed: Cluster) -> None:
     r = redis.Redis.from_url(keyed.env["REASONQ_REDIS_URL"])
-    r.delete("rq:key:carol:rate")
+    r.delete(keys.key_rate_key("carol"))
     with _client(keyed, CAROL) as carol:
         body = {"messages": [{"role": "user", "content": f"rate {QUICK}"}]}
         first = carol.post("/v1/generations", json=body, headers={"Idempotency-Key": "rate-1"})
@@ -266,7 +267,7 @@ def test_keys_never_reach_logs_or_records(keyed: Cluster, alice: httpx.Client) -
     r = redis.Redis.from_url(keyed.env["REASONQ_REDIS_URL"])
     dump = b"".join(
         orjson.dumps({k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()})
-        for key in r.scan_iter(f"rq:gen:{gid}*")
+        for key in r.scan_iter(keys.record_key(gid) + "*")
         if r.type(key) == b"hash"
     )
     assert dump and ALICE.encode() not in dump and b"alice" in dump  # owned by name, never by secret

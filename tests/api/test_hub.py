@@ -64,13 +64,13 @@ async def collect(stream: AsyncIterator[bytes], delay_s: float = 0.0) -> list[in
 
 
 @pytest.fixture
-def with_hub(unit_redis_url: str) -> Callable[..., Any]:
+def with_hub(store_url: str) -> Callable[..., Any]:
     def run(body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64) -> Any:
         async def main() -> Any:
-            redis = create_redis(unit_redis_url, max_connections=8)
+            redis = create_redis(store_url, max_connections=8)
             store = GenerationStore(redis)
             hub = Hub(
-                lambda: create_blocking_redis(unit_redis_url, block_ms=2_000),
+                lambda: create_blocking_redis(store_url, block_ms=2_000),
                 store,
                 block_ms=2_000,
                 ring_events=ring_events,

@@ -19,10 +19,10 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def with_store(unit_redis_url: str) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
+def with_store(store_url: str) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
     def run(body: Callable[[GenerationStore], Awaitable[T]]) -> T:
         async def main() -> T:
-            redis = create_redis(unit_redis_url, max_connections=8)
+            redis = create_redis(store_url, max_connections=8)
             try:
                 return await body(GenerationStore(redis))
             finally:
@@ -111,8 +111,8 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
 async def _indexed(store: GenerationStore, gid: str) -> tuple[bool, bool]:
     """Whether the generation is in the leases index, and in the queued index."""
     return (
-        await store.redis.zscore(keys.leases_key(), gid) is not None,
-        await store.redis.zscore(keys.queued_key(), gid) is not None,
+        await store.redis.zscore(keys.leases_key(keys.shard_of(gid)), gid) is not None,
+        await store.redis.zscore(keys.queued_key(keys.shard_of(gid)), gid) is not None,
     )
 
 
@@ -174,7 +174,7 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
         assert await store.records.cancel(running, 60) == ("requested", "")
         assert await store.streams.append(running, 1, 2, [_delta("content", "x")]) == -2
         assert await store.records.cancel("gen_nope", 60) == ("missing", "")
-        assert queued.encode() not in await store.redis.zrange(keys.queued_key(), 0, -1)
+        assert queued.encode() not in await store.redis.zrange(keys.queued_key(keys.shard_of(queued)), 0, -1)
 
     with_store(body)
 

@@ -134,7 +134,7 @@ def test_one_heartbeat_renews_owned_leases_and_stops_lost_and_cancelled_ones(mak
         task.cancel()
 
     runtime.run(one_beat())
-    lease_ms = runtime.run(runtime.redis.zscore(keys.leases_key(), owned))
+    lease_ms = runtime.run(runtime.redis.zscore(keys.leases_key(keys.shard_of(owned)), owned))
     now_ms = runtime.run(runtime.redis.time())[0] * 1000
     assert lease_ms is not None and lease_ms > now_ms + 25_000  # renewed to 30 s, from the 1 s claimed
     assert runtime.running[owned].stop_reason is None
