@@ -95,7 +95,20 @@ class Topic:
     _joined: dict[str, tuple[int, int, bytes, int]] = field(default_factory=dict)
 
     def publish(self, events: list[StoredEvent], ring_events: int) -> None:
-        """Append events (consecutive ids after the cursor) and wake every viewer."""
+        """Append events (ids after the cursor) and wake every viewer.
+
+        Ids are consecutive except after a failover lost part of a stream: its attempt writes its history again
+        after the highest id it had written (``worker/writer.py``), so the ids jump. The ring indexes events by id,
+        so it starts again there; a viewer behind the jump reads from Redis.
+        """
+        after_gap = 0
+        if events[-1].seq - events[0].seq != len(events) - 1:  # a jump inside the batch (rare: scan only then)
+            after_gap = next(i for i in range(len(events) - 1, 0, -1) if events[i].seq != events[i - 1].seq + 1)
+        if after_gap or (self.events and events[0].seq != self.cursor + 1):
+            events = events[after_gap:]
+            self.events = []
+            self._encoded.clear()
+            self._joined.clear()
         if not self.events:
             self.first_seq = events[0].seq
         self.events += events

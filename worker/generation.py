@@ -25,7 +25,7 @@ from reasonq.shared.events import (
     encode_event,
 )
 from reasonq.shared.stats import Stats
-from reasonq.shared.store import ClaimTarget
+from reasonq.shared.store import ClaimTarget, Fence
 from reasonq.worker.model import StreamLimits, build_params, stream_completion
 from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
 from reasonq.worker.writer import CancelRequested, EventWriter
@@ -64,7 +64,9 @@ class _Attempt:
 
     number: int
     seq: int
+    token: str
     continue_content: str | None = None
+    kept_reasoning: str = ""  # with continue_content: the reasoning the attempt keeps
 
 
 class _Counter:
@@ -115,14 +117,17 @@ def _retry_delay_s(runtime: WorkerRuntime, retry: int, error: ModelError) -> flo
 
 def _new_writer(runtime: WorkerRuntime, generation_id: str, attempt: _Attempt) -> EventWriter:
     settings = runtime.settings
+    kept = (attempt.kept_reasoning, attempt.continue_content) if attempt.continue_content is not None else ("", "")
     return EventWriter(
         runtime.store,
         generation_id,
-        attempt.number,
+        Fence(attempt.number, attempt.token),
         attempt.seq,
         settings.flush_interval_ms / 1000,
         settings.redis_outage_s,
         settings.flush_max_interval_ms / 1000,
+        lease_ttl_ms=runtime.lease_ttl_ms,
+        text=kept,
     )
 
 
@@ -134,10 +139,11 @@ async def _claim(
     number = target.attempt + 1
     events: list[AnyEvent] = [StatusEvent(status="running", attempt=number)]
     continue_content: str | None = None
+    kept_reasoning = ""
     if number > 1:
         reason = reason or target.restart_reason or "worker_lost"
         if runtime.settings.resume_strategy == "continue":
-            _, content = await store.records.get_text(generation_id)
+            kept_reasoning, content = await store.records.get_text(generation_id)
             continue_content = content or None
         if continue_content is None:
             events.append(RestartEvent(attempt=number, reason=reason))
@@ -152,7 +158,7 @@ async def _claim(
     if claim.outcome != "claimed":
         return _Refused(claim.outcome, claim.detail)
     logger.info("generation %s: attempt %d started%s", generation_id, number, f" ({reason})" if reason else "")
-    return _Attempt(number, claim.seq, continue_content)
+    return _Attempt(number, claim.seq, claim.token, continue_content, kept_reasoning)
 
 
 async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:

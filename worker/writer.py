@@ -9,6 +9,11 @@ at 1,000 tokens/s: 10 ms fixed gave 0.21 Redis round trips per token; adaptive u
 
 While Redis is unreachable the writer keeps buffering and retries the same write (the store's scripts make a
 retried write idempotent) for up to ``outage_s``; then the generation is given up to the recovery sweep.
+
+After a failover to a replica that had not received its last writes (issue 13), a write finds the stream behind
+what the attempt wrote: the writer writes the attempt's history again (``EventLog.restore``: a ``restart`` after
+the highest id it wrote, then the whole text so far, which it keeps for this) and carries on. No viewer, whatever
+ids it holds, ends with text from the lost history mixed in.
 """
 
 from __future__ import annotations
@@ -23,13 +28,26 @@ from redis.exceptions import RedisError
 
 from reasonq.shared.backoff import Backoff
 from reasonq.shared.errors import FencedError, ReasonqError
-from reasonq.shared.events import AnyEvent, DeltaKind, DoneEvent, EventArgs, StatusEvent, delta_args, event_args
-from reasonq.shared.store import GenerationStore
+from reasonq.shared.events import (
+    CONTENT,
+    REASONING,
+    AnyEvent,
+    DeltaKind,
+    DoneEvent,
+    EventArgs,
+    RestartEvent,
+    StatusEvent,
+    delta_args,
+    encode_event,
+    event_args,
+)
+from reasonq.shared.store import Fence, GenerationStore
 
 logger = logging.getLogger(__name__)
 
 FENCED = -1
 CANCEL_REQUESTED = -2
+HISTORY_LOST = -3
 # The most text one delta event carries: a fast model's coalesced deltas are split into events of at most this
 # many characters (a single longer delta stays whole). Every viewer is handed whole events, so the event size
 # bounds what a viewer that stops reading pins in the API: with 500 KB events, 50 stalled viewers of a 10 MB
@@ -47,27 +65,35 @@ class EventWriter:
     Args:
         store: the generation store.
         generation_id: the generation.
-        attempt: the attempt this writer speaks for; every write is fenced on it.
+        attempt: the attempt this writer speaks for (number and claim token); every write is fenced on it.
         seq: the id of the last event already in the stream.
         interval_s: minimum time between two writes.
         max_interval_s: the longest the interval grows for a fast stream.
         outage_s: how long to keep retrying a write while Redis is unreachable.
+        lease_ttl_ms: the lease a restored attempt takes (see the module's docstring).
+        text: the attempt's reasoning and content before its first write (a continued attempt's kept text).
     """
 
     def __init__(
         self,
         store: GenerationStore,
         generation_id: str,
-        attempt: int,
+        attempt: Fence,
         seq: int,
         interval_s: float,
         outage_s: float,
         max_interval_s: float | None = None,
+        *,
+        lease_ttl_ms: int = 10_000,
+        text: tuple[str, str] = ("", ""),
     ) -> None:
         self._store = store
         self._generation_id = generation_id
         self._attempt = attempt
         self._seq = seq
+        self._lease_ttl_ms = lease_ttl_ms
+        # The attempt's text as written so far, per text slot (1 reasoning, 2 content): what a restore writes again.
+        self._text: dict[int, list[str]] = {REASONING.text_slot: [text[0]], CONTENT.text_slot: [text[1]]}
         self._base_interval_s = interval_s
         self._max_interval_s = max(interval_s, max_interval_s if max_interval_s is not None else interval_s)
         self._interval_s = interval_s
@@ -89,8 +115,8 @@ class EventWriter:
 
     @property
     def attempt(self) -> int:
-        """The attempt this writer speaks for."""
-        return self._attempt
+        """The number of the attempt this writer speaks for."""
+        return self._attempt.number
 
     def add(self, kind: DeltaKind, text: str) -> None:
         """Queue a delta (joined with the kind's previous delta if nothing came between); raises if the writer has
@@ -169,17 +195,48 @@ class EventWriter:
 
     def _check(self, seq: int) -> int:
         if seq == FENCED:
-            raise FencedError(f"generation {self._generation_id}: attempt {self._attempt} no longer owns it")
+            raise FencedError(f"generation {self._generation_id}: attempt {self.attempt} no longer owns it")
         if seq == CANCEL_REQUESTED:
             raise CancelRequested(self._generation_id)
         return seq
 
-    async def _write(self, triples: list[EventArgs]) -> None:
-        seq = await self._retrying(
-            lambda: self._store.streams.append(self._generation_id, self._attempt, self._seq, triples)
+    def _written(self, triples: list[EventArgs]) -> None:
+        for _, _, slot, text in triples:
+            if slot in self._text:
+                self._text[slot].append(text)
+
+    async def _restore(self) -> None:
+        """Write the attempt's history again after this Redis lost part of it (see the module's docstring)."""
+        logger.warning(
+            "generation %s: Redis lost events up to %d of attempt %d (a failover); writing its text again",
+            self._generation_id,
+            self._seq,
+            self.attempt,
         )
+        reasoning, content = ("".join(self._text[kind.text_slot]) for kind in (REASONING, CONTENT))
+        events = [encode_event(RestartEvent(attempt=self.attempt, reason="history_lost"))]
+        for kind, text in ((REASONING, reasoning), (CONTENT, content)):
+            for start in range(0, len(text), MAX_EVENT_CHARS):
+                event_type, data, _, _ = delta_args(kind, text[start : start + MAX_EVENT_CHARS])
+                events.append((event_type, data))
+        seq = await self._retrying(
+            lambda: self._store.streams.restore(
+                self._generation_id, self._attempt, self._seq, self._lease_ttl_ms, (reasoning, content), events
+            )
+        )
+        self._seq = self._check(seq)
+
+    async def _write(self, triples: list[EventArgs]) -> None:
+        while True:
+            seq = await self._retrying(
+                lambda: self._store.streams.append(self._generation_id, self._attempt, self._seq, triples)
+            )
+            if seq != HISTORY_LOST:
+                break
+            await self._restore()
         self.writes += 1
         self._seq = self._check(seq)
+        self._written(triples)
 
     async def _stop(self) -> None:
         self._closing = True
@@ -210,19 +267,23 @@ class EventWriter:
             raise self._error
         triples = self._take_pending()
         for event in (
-            StatusEvent(status=status, attempt=self._attempt),
+            StatusEvent(status=status, attempt=self.attempt),
             DoneEvent(status=status, finish_reason=finish_reason, usage=usage, error=error),
         ):
             triples.append(event_args(event))
         outcome = (status, finish_reason, usage, error)
-        seq = await self._retrying(
-            lambda: self._store.streams.finish(
-                self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
+        while True:
+            seq = await self._retrying(
+                lambda: self._store.streams.finish(
+                    self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
+                )
             )
-        )
+            if seq != HISTORY_LOST:
+                break
+            await self._restore()
         self.writes += 1
         if seq == FENCED:
-            raise FencedError(f"generation {self._generation_id}: attempt {self._attempt} no longer owns it")
+            raise FencedError(f"generation {self._generation_id}: attempt {self.attempt} no longer owns it")
         self._seq = seq
 
     async def abandon(self) -> None:

@@ -1,18 +1,24 @@
 -- End the generation: append the last events (pending deltas, the final status, done), write the outcome,
 -- and start the retention clock on every key of the generation. Idempotent like append.lua.
 -- KEYS: record, events, reasoning, content, leases, queued
--- ARGV: attempt, expected_seq, retention_s, status, finish_reason, usage_json, error_json,
+-- ARGV: attempt, claim_token, expected_seq, retention_s, status, finish_reason, usage_json, error_json,
 --       then (type, data, text_slot, text) per event, as in append.lua
--- Returns the last seq, or -1 when fenced.
+-- Returns the last seq, -1 when fenced, -3 when this Redis lost part of the attempt's history (see append.lua).
 local rec = KEYS[1]
-local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'written_from', 'id', 'requeued')
-local n = (#ARGV - 7) / 4
-if st[1] ~= ARGV[1] then return -1 end
+local st = redis.call('HMGET', rec, 'attempt', 'status', 'seq', 'written_from', 'id', 'requeued', 'claim_token')
+local n = (#ARGV - 8) / 4
 local seq = tonumber(st[3])
-local expected = tonumber(ARGV[2])
-if st[2] == ARGV[4] and seq == expected + n and st[4] == ARGV[2] then return seq end
-if st[2] ~= 'running' or seq ~= expected or st[6] then return -1 end
-for i = 8, #ARGV, 4 do
+local expected = tonumber(ARGV[3])
+if st[1] ~= ARGV[1] then
+  if st[1] and tonumber(st[1]) < tonumber(ARGV[1]) and (st[2] == 'queued' or st[2] == 'running') then return -3 end
+  return -1
+end
+if st[7] ~= ARGV[2] then return -1 end
+if st[2] == ARGV[5] and seq == expected + n and st[4] == ARGV[3] then return seq end
+if st[2] ~= 'running' or st[6] then return -1 end
+if seq < expected then return -3 end
+if seq ~= expected then return -1 end
+for i = 9, #ARGV, 4 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
   local slot = tonumber(ARGV[i + 2])
@@ -21,11 +27,11 @@ end
 local t = redis.call('TIME')
 local now_s = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 -- text_bytes lets every read tell a whole text from one that Redis evicted (issue 12)
-redis.call('HSET', rec, 'status', ARGV[4], 'seq', seq, 'written_from', ARGV[2], 'finished_at', now_s,
-  'finish_reason', ARGV[5], 'usage', ARGV[6], 'error', ARGV[7],
+redis.call('HSET', rec, 'status', ARGV[5], 'seq', seq, 'written_from', ARGV[3], 'finished_at', now_s,
+  'finish_reason', ARGV[6], 'usage', ARGV[7], 'error', ARGV[8],
   'text_bytes', redis.call('STRLEN', KEYS[3]) + redis.call('STRLEN', KEYS[4]))
 redis.call('HDEL', rec, 'lease_until_ms', 'requeued', 'restart_reason')
 redis.call('ZREM', KEYS[5], st[5])
 redis.call('ZREM', KEYS[6], st[5])
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return seq

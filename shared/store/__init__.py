@@ -22,7 +22,7 @@ from reasonq.shared.store.idempotency import IdempotencyKeys
 from reasonq.shared.store.leases import ClaimResult, ClaimTarget, Leases
 from reasonq.shared.store.presence import Presence
 from reasonq.shared.store.records import ANONYMOUS, Access, Records
-from reasonq.shared.store.streams import EventLog, Outcome
+from reasonq.shared.store.streams import EventLog, Fence, Outcome
 
 __all__ = [
     "ANONYMOUS",
@@ -33,6 +33,7 @@ __all__ = [
     "ClaimResult",
     "ClaimTarget",
     "EventLog",
+    "Fence",
     "GenerationStore",
     "IdempotencyKeys",
     "Leases",

@@ -59,6 +59,7 @@ class ClaimResult:
     outcome: Literal["claimed", "missing", "finished", "busy", "conflict"]
     seq: int = 0
     detail: str = ""
+    token: str = ""  # the claim's token: the attempt's writes are fenced on it too
 
 
 class Leases:
@@ -127,7 +128,7 @@ class Leases:
                 await backoff.sleep()
         outcome = reply[0].decode()
         if outcome == "claimed":
-            return ClaimResult("claimed", seq=int(reply[1]))
+            return ClaimResult("claimed", seq=int(reply[1]), token=token)
         return ClaimResult(outcome, detail=reply[1].decode() if len(reply) > 1 else "")
 
     async def renew(self, leases: list[tuple[str, int]], lease_ttl_ms: int) -> tuple[list[str], list[str]]:

@@ -6,7 +6,7 @@ atomically, so a stale attempt can never append and a retried write is never dou
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -16,6 +16,15 @@ from reasonq.shared import keys
 from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.events import EventArgs, StoredEvent, parse_entry
 from reasonq.shared.scripts import load_script
+
+
+class Fence(NamedTuple):
+    """What every write of an attempt is fenced on: its number and the token of the claim that started it (two
+    histories of one generation, before and after a failover, may each have an attempt of the same number)."""
+
+    number: int
+    token: str
+
 
 # What XRANGE/XREVRANGE/XREAD answer with decode_responses=False.
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -36,6 +45,7 @@ class EventLog:
         self._batcher = batcher
         self._append = load_script(redis, "append")
         self._finish = load_script(redis, "finish")
+        self._restore = load_script(redis, "restore")
 
     async def _run(self, script: AsyncScript, script_keys: list[str], args: list[Any]) -> Any:
         if self._batcher is not None:
@@ -54,9 +64,10 @@ class EventLog:
         entries = cast(Entries, await self._redis.xrevrange(keys.events_key(generation_id), count=1))
         return parse_entry(entries[0][0], entries[0][1]) if entries else None
 
-    async def append(self, generation_id: str, attempt: int, expected_seq: int, events: list[EventArgs]) -> int:
-        """Append events for ``attempt``; returns the new last seq, -1 if fenced, -2 if cancel was requested."""
-        args: list[str | bytes | int] = [attempt, expected_seq]
+    async def append(self, generation_id: str, attempt: Fence, expected_seq: int, events: list[EventArgs]) -> int:
+        """Append events for ``attempt``; returns the new last seq, -1 if fenced, -2 if cancel was requested, -3 if
+        this Redis lost part of the attempt's history (``restore``)."""
+        args: list[str | bytes | int] = [attempt.number, attempt.token, expected_seq]
         for event in events:
             args.extend(event)
         return int(await self._run(self._append, keys.generation_keys(generation_id), args))
@@ -64,16 +75,18 @@ class EventLog:
     async def finish(
         self,
         generation_id: str,
-        attempt: int,
+        attempt: Fence,
         expected_seq: int,
         retention_s: int,
         outcome: Outcome,
         events: list[EventArgs],
     ) -> int:
-        """Append the last events, record ``(status, finish_reason, usage, error)`` and start retention."""
+        """Append the last events, record ``(status, finish_reason, usage, error)`` and start retention; -1 if
+        fenced, -3 if this Redis lost part of the attempt's history (``restore``)."""
         status, finish_reason, usage, error = outcome
         args: list[str | bytes | int] = [
-            attempt,
+            attempt.number,
+            attempt.token,
             expected_seq,
             retention_s,
             status,
@@ -84,6 +97,23 @@ class EventLog:
         for event in events:
             args.extend(event)
         return int(await self._run(self._finish, keys.script_keys(generation_id), args))
+
+    async def restore(
+        self,
+        generation_id: str,
+        attempt: Fence,
+        highest_seq: int,
+        lease_ttl_ms: int,
+        text: tuple[str, str],
+        events: list[tuple[str, bytes]],
+    ) -> int:
+        """Write an attempt's history again after a failover lost part of it (``shared/lua/restore.lua``): its
+        ``events`` after ``highest_seq`` (the highest id it wrote) and its whole ``(reasoning, content)`` so far.
+        Returns the new last seq, or -1 if the attempt no longer owns the generation."""
+        args: list[str | bytes | int] = [attempt.number, attempt.token, highest_seq, lease_ttl_ms, *text]
+        for event_type, data in events:
+            args += [event_type, data]
+        return int(await self._restore(keys=keys.script_keys(generation_id), args=args))
 
     async def wake(self, wake_key: str) -> None:
         """Wake a blocked reader that includes ``wake_key`` (a short stream of its own) in its XREAD."""

@@ -14,7 +14,7 @@ from reasonq.api.hub import Hub
 from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
 from reasonq.shared.redis import create_blocking_redis, create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
-from reasonq.shared.store import GenerationStore
+from reasonq.shared.store import Fence, GenerationStore
 
 _ID = re.compile(rb"^id: (\d+)$", re.M)
 
@@ -26,6 +26,7 @@ class Producer:
         self.store = store
         self.gid = f"gen_hub_{time.monotonic_ns()}"
         self.seq = 0
+        self.fence = Fence(0, "")
 
     async def start(self) -> None:
         await self.store.records.create(
@@ -35,18 +36,19 @@ class Producer:
             self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))]
         )
         self.seq = claim.seq
+        self.fence = Fence(1, claim.token)
 
     async def emit(self, n: int) -> None:
         for i in range(n):
             text = f"t{self.seq + 1};"
-            self.seq = await self.store.streams.append(self.gid, 1, self.seq, [delta_args(CONTENT, text)])
+            self.seq = await self.store.streams.append(self.gid, self.fence, self.seq, [delta_args(CONTENT, text)])
             if i % 7 == 0:
                 await asyncio.sleep(0.002)
 
     async def finish(self) -> None:
         self.seq = await self.store.streams.finish(
             self.gid,
-            1,
+            self.fence,
             self.seq,
             60,
             ("completed", "stop", None, None),

@@ -6,13 +6,24 @@ its scripts failed ``all keys must map to the same key slot``."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
+import time
 from typing import Any
 
 import httpx
 import redis
 
 from reasonq.topologies import LocalCluster
-from tests.helpers import Ev, expected_text, follow_resuming, read_events, submit, text_of, wait_status
+from tests.helpers import (
+    Ev,
+    expected_text,
+    follow_resuming,
+    read_events,
+    record_measurement,
+    submit,
+    text_of,
+    wait_status,
+)
 
 GENERATIONS = 50
 VIEWERS = 3
@@ -74,3 +85,27 @@ def test_fifty_generations_with_three_viewers_each_across_two_api_processes(
     rest = _resume_on(urls[1], gid, first)
     assert text_of(first + rest) == expected_text(_prompt(99, 40))
     assert [e.id for e in first + rest] == list(range(1, len(first) + len(rest) + 1))
+
+
+def test_a_master_killed_mid_stream_loses_nothing_a_viewer_saw(cluster: Any, tmp_path: Any) -> None:
+    """SIGKILL of one of three masters while 50 generations stream to 3 viewers each: its replica takes over;
+    every generation completes and every viewer ends with exactly the record's text."""
+    own = LocalCluster(tmp_path / "cluster").start()  # its own: this test kills a node
+    try:
+        c = cluster({**ENV, "REASONQ_REDIS_URL": own.url})
+        urls = [c.start_api(), c.add_api()]
+        c.add_worker()
+        c.add_worker()
+        prompts = [_prompt(i, 25) for i in range(GENERATIONS)]
+        killed_at: list[float] = []
+
+        def kill_a_master() -> None:
+            time.sleep(1.5)
+            own.masters[0].signal(signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        gids, seen = _run(urls, prompts, during=kill_a_master)
+        _check(urls[1], gids, prompts, seen)
+        record_measurement("cluster_master_kill_completed_s", time.monotonic() - killed_at[0], "s")
+    finally:
+        own.stop()

@@ -13,7 +13,7 @@ from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, REASONING, EventArgs, StatusEvent, delta_args, encode_event
 from reasonq.shared.redis import create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
-from reasonq.shared.store import GenerationStore
+from reasonq.shared.store import Fence, GenerationStore
 
 T = TypeVar("T")
 
@@ -53,17 +53,19 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
         assert target is not None and target.status == "queued" and target.attempt == 0
         claim = await store.leases.claim(gid, 0, 5_000, _running(1))
         assert (claim.outcome, claim.seq) == ("claimed", 2)
+        one = Fence(1, claim.token)
         # a second claim while the lease is live is refused
         assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "busy"
-        seq = await store.streams.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")])
+        seq = await store.streams.append(gid, one, 2, [_delta("reasoning", "ab"), _delta("content", "cd")])
         assert seq == 4
         # the same write retried (its reply lost) is not applied twice
-        assert await store.streams.append(gid, 1, 2, [_delta("reasoning", "ab"), _delta("content", "cd")]) == 4
+        assert await store.streams.append(gid, one, 2, [_delta("reasoning", "ab"), _delta("content", "cd")]) == 4
         # a writer with a stale idea of the stream is refused
-        assert await store.streams.append(gid, 1, 3, [_delta("content", "x")]) == -1
-        # another attempt is refused
-        assert await store.streams.append(gid, 2, 4, [_delta("content", "x")]) == -1
-        seq = await store.streams.finish(gid, 1, 4, 120, ("completed", "stop", {"total_tokens": 3}, None), [])
+        assert await store.streams.append(gid, one, 3, [_delta("content", "x")]) == -1
+        # an older attempt, or the same number claimed by another claim, is refused
+        assert await store.streams.append(gid, Fence(0, claim.token), 4, [_delta("content", "x")]) == -1
+        assert await store.streams.append(gid, Fence(1, "other"), 4, [_delta("content", "x")]) == -1
+        seq = await store.streams.finish(gid, one, 4, 120, ("completed", "stop", {"total_tokens": 3}, None), [])
         assert seq == 4
         record = await store.records.get(gid)
         assert record is not None
@@ -78,7 +80,7 @@ def test_create_then_claim_append_finish(with_store: Any) -> None:
             ttl = await store.redis.ttl(key)
             assert 0 < ttl <= 120, key
         # finished: no more writes, no more claims
-        assert await store.streams.append(gid, 1, 4, [_delta("content", "x")]) == -1
+        assert await store.streams.append(gid, one, 4, [_delta("content", "x")]) == -1
         assert (await store.leases.claim(gid, 1, 5_000, _running(2))).outcome == "finished"
         events = await store.streams.read(gid, 0, 100)
         assert [e.seq for e in events] == [1, 2, 3, 4]
@@ -92,8 +94,9 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
     async def body(store: GenerationStore) -> None:
         gid = f"gen_lease_{time.monotonic_ns()}"
         await store.records.create(gid, _request(), time.time(), "q", "anonymous")
-        assert (await store.leases.claim(gid, 0, 50, _running(1))).outcome == "claimed"
-        await store.streams.append(gid, 1, 2, [_delta("content", "old text")])
+        first = await store.leases.claim(gid, 0, 50, _running(1))
+        assert first.outcome == "claimed"
+        await store.streams.append(gid, Fence(1, first.token), 2, [_delta("content", "old text")])
         await asyncio.sleep(0.1)
         # a stale claimer that read attempt 0 loses the compare-and-set
         assert (await store.leases.claim(gid, 0, 5_000, _running(2))).outcome == "conflict"
@@ -101,7 +104,7 @@ def test_expired_lease_lets_a_new_attempt_take_over_and_fences_the_old(with_stor
         assert claim.outcome == "claimed"
         record = await store.records.get(gid)
         assert record is not None and record.attempt == 2 and record.content == ""
-        assert await store.streams.append(gid, 1, 3, [_delta("content", "zombie")]) == -1
+        assert await store.streams.append(gid, Fence(1, first.token), 3, [_delta("content", "zombie")]) == -1
         assert await store.leases.renew([(gid, 1)], 5_000) == ([gid], [])
         assert await store.leases.renew([(gid, 2)], 5_000) == ([], [])
 
@@ -120,7 +123,8 @@ def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_sweep_{time.monotonic_ns()}"
         await store.records.create(gid, _request(), time.time(), "q", "anonymous")
-        assert (await store.leases.claim(gid, 0, 50, _running(1))).outcome == "claimed"
+        first = await store.leases.claim(gid, 0, 50, _running(1))
+        assert first.outcome == "claimed"
         assert gid not in await store.leases.requeue_expired()  # lease still live
         await asyncio.sleep(0.1)
         assert gid in await store.leases.requeue_expired()
@@ -130,7 +134,7 @@ def test_sweep_hands_back_expired_leases_once(with_store: Any) -> None:
         assert gid not in await store.leases.requeue_expired()
         assert await _indexed(store, gid) == (False, True)  # it waits as a queued one does
         # the old attempt is fenced the moment it is handed back
-        assert await store.streams.append(gid, 1, 2, [_delta("content", "late")]) == -1
+        assert await store.streams.append(gid, Fence(1, first.token), 2, [_delta("content", "late")]) == -1
         target = await store.leases.load_target(gid)
         assert target is not None and target.restart_reason == "worker_lost" and target.losses == 1
         # the handed-back generation can be claimed, and then holds a lease again
@@ -146,8 +150,8 @@ def test_hand_back_and_handover(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         gid = f"gen_hand_{time.monotonic_ns()}"
         await store.records.create(gid, _request(), time.time(), "q", "anonymous")
-        await store.leases.claim(gid, 0, 60_000, _running(1))
-        seq = await store.streams.append(gid, 1, 2, [_delta("content", "kept ")])
+        first = await store.leases.claim(gid, 0, 60_000, _running(1))
+        seq = await store.streams.append(gid, Fence(1, first.token), 2, [_delta("content", "kept ")])
         # the owner starts its next attempt itself, keeping the text (continue)
         claim = await store.leases.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
         assert claim.outcome == "claimed" and claim.seq == seq + 1
@@ -165,14 +169,14 @@ def test_cancel_queued_running_and_ended(with_store: Any) -> None:
         queued, running = f"gen_cq_{time.monotonic_ns()}", f"gen_cr_{time.monotonic_ns()}"
         for gid in (queued, running):
             await store.records.create(gid, _request(), time.time(), "q", "anonymous")
-        await store.leases.claim(running, 0, 60_000, _running(1))
+        claim = await store.leases.claim(running, 0, 60_000, _running(1))
         assert await store.records.cancel(queued, 60) == ("cancelled", "")
         assert await store.records.cancel(queued, 60) == ("ended", "cancelled")  # idempotent
         events = await store.streams.read(queued, 0, 10)
         assert [e.type for e in events] == ["status", "status", "done"]
         assert (await store.leases.claim(queued, 0, 60_000, _running(1))).outcome == "finished"  # never starts
         assert await store.records.cancel(running, 60) == ("requested", "")
-        assert await store.streams.append(running, 1, 2, [_delta("content", "x")]) == -2
+        assert await store.streams.append(running, Fence(1, claim.token), 2, [_delta("content", "x")]) == -2
         assert await store.records.cancel("gen_nope", 60) == ("missing", "")
         assert queued.encode() not in await store.redis.zrange(keys.queued_key(keys.shard_of(queued)), 0, -1)
 
@@ -186,8 +190,8 @@ def test_cancel_of_a_handed_back_generation_ends_it_at_once(with_store: Any) -> 
     async def body(store: GenerationStore) -> None:
         gid = f"gen_chb_{time.monotonic_ns()}"
         await store.records.create(gid, _request(), time.time(), "q", "anonymous")
-        await store.leases.claim(gid, 0, 60_000, _running(1))
-        await store.streams.append(gid, 1, 2, [_delta("content", "so far")])
+        first = await store.leases.claim(gid, 0, 60_000, _running(1))
+        await store.streams.append(gid, Fence(1, first.token), 2, [_delta("content", "so far")])
         assert await store.leases.hand_back([(gid, 1)], "worker_shutdown") == [gid]
         assert await store.records.cancel(gid, 60) == ("cancelled", "")
         record = await store.records.get(gid)

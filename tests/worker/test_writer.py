@@ -13,7 +13,7 @@ from reasonq.shared.errors import FencedError
 from reasonq.shared.events import CONTENT, REASONING, StatusEvent, encode_event
 from reasonq.shared.redis import create_redis
 from reasonq.shared.schemas import GenerationCreate, Message
-from reasonq.shared.store import GenerationStore
+from reasonq.shared.store import Fence, GenerationStore
 from reasonq.worker.writer import MAX_EVENT_CHARS, EventWriter
 
 
@@ -26,7 +26,7 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
             gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
         )
         claim = await store.leases.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
-        writer = EventWriter(store, gid, 1, claim.seq, interval_s, outage_s=30.0)
+        writer = EventWriter(store, gid, Fence(1, claim.token), claim.seq, interval_s, outage_s=30.0)
         try:
             return await body(store, gid, writer)
         finally:
@@ -99,7 +99,7 @@ def test_the_interval_grows_for_a_fast_stream_and_resets_for_a_slow_one(unit_red
 
     async def run_adaptive(store: GenerationStore, gid: str, writer: EventWriter) -> None:
         await writer.abandon()
-        adaptive = EventWriter(store, gid, 1, writer.seq, 0.01, outage_s=30.0, max_interval_s=0.05)
+        adaptive = EventWriter(store, gid, writer._attempt, writer.seq, 0.01, outage_s=30.0, max_interval_s=0.05)
         await body(store, gid, adaptive)
 
     run_with_writer(unit_redis_url, run_adaptive)
