@@ -196,10 +196,11 @@ class LocalSentinel:
         try:
             for port in self.sentinel_ports:
                 state = _cmd(port, "SENTINEL", "MASTER", self.service)
-                fields = dict(zip(state[::2], state[1::2], strict=True))
-                if int(fields[b"num-other-sentinels"]) < len(self.sentinel_ports) - 1:
+                fields = state if isinstance(state, dict) else dict(zip(state[::2], state[1::2], strict=True))
+                fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+                if int(fields["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
                     return False
-                if int(fields[b"num-slaves"]) < len(self.servers) - 1:
+                if int(fields["num-slaves"]) < len(self.servers) - 1:
                     return False
             return all(
                 _client(s.port).info("replication").get("master_link_status", "up") == "up" for s in self.servers

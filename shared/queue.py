@@ -6,6 +6,7 @@ from typing import Final
 
 from celery import Celery
 
+from reasonq.shared.redis_urls import kombu_broker
 from reasonq.shared.settings import Settings
 
 GENERATE_TASK: Final = "reasonq.generate"
@@ -26,7 +27,10 @@ def create_celery(settings: Settings, *, include: list[str] | None = None) -> Ce
     celery/celery#7705). A duplicate message is harmless: the claim makes it a no-op.
     ``prefetch_multiplier=1`` stops a worker from hoarding messages it cannot start.
     """
-    app = Celery("reasonq", broker=settings.effective_broker_url, include=include or [])
+    broker, transport_options = kombu_broker(settings.effective_broker_url)
+    app = Celery("reasonq", broker=broker, include=include or [])
+    if transport_options:  # a Sentinel-watched Redis broker: kombu follows the primary by its master name
+        app.conf.broker_transport_options = transport_options
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import unquote
 
 import redis as sync_redis
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -36,66 +34,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.redis_urls import RedisTarget, parse_redis_url
 
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 POOL_WAIT_S = 10.0
-SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """What a ``REASONQ_REDIS_URL`` names."""
-
-    kind: str  # "single" | "sentinel" | "cluster"
-    url: str = ""  # the plain URL, for "single"
-    hosts: list[tuple[str, int]] = field(default_factory=list)
-    service: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    ssl: bool = False
-
-
-def parse_redis_url(url: str) -> RedisTarget:
-    """Parse a Redis URL of any supported kind; errors name the problem but never echo the URL (a password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ConfigurationError(
-            "REASONQ_REDIS_URL must start with redis://, rediss://, redis+sentinel:// or redis+cluster://"
-        )
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisTarget("single", url=url)
-    if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
-        raise ConfigurationError(
-            f"REASONQ_REDIS_URL has the scheme {scheme!r}; use redis:// or rediss:// (one server), "
-            "redis+sentinel://host:port[,host:port…]/service_name[/db] or redis+cluster://host:port[,host:port…]"
-        )
-    userinfo, at, rest = rest.rpartition("@")
-    username = password = None
-    if at:
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    netloc, _, path = rest.partition("/")
-    hosts = []
-    for item in filter(None, netloc.split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigurationError(f"REASONQ_REDIS_URL: {item!r} is not host:port")
-        hosts.append((host, int(port)))
-    if not hosts:
-        raise ConfigurationError("REASONQ_REDIS_URL names no host:port")
-    parts = [p for p in path.split("?")[0].split("/") if p]
-    ssl = scheme.startswith("rediss")
-    if scheme in CLUSTER_SCHEMES:
-        if parts not in ([], ["0"]):
-            raise ConfigurationError("REASONQ_REDIS_URL: a Redis Cluster has only database 0")
-        return RedisTarget("cluster", hosts=hosts, username=username, password=password, ssl=ssl)
-    if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ConfigurationError("REASONQ_REDIS_URL: a Sentinel URL ends with /service_name or /service_name/db")
-    db = int(parts[1]) if len(parts) == 2 else 0
-    return RedisTarget("sentinel", hosts=hosts, service=parts[0], db=db, username=username, password=password, ssl=ssl)
 
 
 def is_cluster(redis: Redis) -> bool:
@@ -179,7 +122,6 @@ def _client(url: str, *, max_connections: int, socket_timeout_s: float, single: 
             timeout=POOL_WAIT_S,
             db=target.db,
             retry=_retry(),
-            single_connection_client=single,
         )
     if single:
         return Redis.from_url(

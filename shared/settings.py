@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, kombu_broker, parse_redis_url
 
 
 class Settings(BaseSettings):
@@ -16,8 +17,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REASONQ_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding records and event streams.")
-    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url. amqp:// works too.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis holding records and event streams: redis://, rediss://, redis+sentinel://, redis+cluster://.",
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker; defaults to redis_url. amqp://, redis://, redis+sentinel:// (not a Cluster)."
+    )
     broker_queue_type: Literal["classic", "quorum"] = Field(
         "classic", description="Type of the queues declared on an AMQP broker (quorum: replicated RabbitMQ queues)."
     )
@@ -144,8 +150,28 @@ class Settings(BaseSettings):
 
     @property
     def broker_is_redis(self) -> bool:
-        """Whether the broker is a Redis server (kombu's Redis transport)."""
-        return self.effective_broker_url.startswith(("redis://", "rediss://", "unix://"))
+        """Whether the broker is a Redis server (kombu's Redis transport, Sentinel included)."""
+        return self.effective_broker_url.startswith(
+            ("redis://", "rediss://", "unix://", "sentinel://", *(f"{s}://" for s in SENTINEL_SCHEMES))
+        )
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Whether the broker is the Redis holding the records (its queues are lists there)."""
+        return self.effective_broker_url == self.redis_url and self.broker_is_redis
+
+    @model_validator(mode="after")
+    def _urls_are_usable(self) -> Settings:
+        parse_redis_url(self.redis_url)  # raises a ConfigurationError that names what is wrong
+        if self.effective_broker_url.startswith(tuple(f"{s}://" for s in CLUSTER_SCHEMES)):
+            raise ValueError(
+                "a Redis Cluster cannot be Celery's broker (kombu's Redis transport has no Cluster support, "
+                "celery/celery#2852): set REASONQ_BROKER_URL to amqp://… (RabbitMQ; REASONQ_BROKER_QUEUE_TYPE=quorum "
+                "for replicated queues), or to a redis:// or redis+sentinel:// server"
+            )
+        if self.broker_is_redis:
+            kombu_broker(self.effective_broker_url)
+        return self
 
     @model_validator(mode="after")
     def _quorum_needs_amqp(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -180,3 +181,35 @@ def assert_whole(client: httpx.Client, gid: str, prompt: str, events: list[Ev]) 
     assert events[-1].type == "done" and [e.type for e in events].count("done") == 1
     assert text_of(events) == (record["reasoning"], record["content"]) == expected_text(prompt)
     return record
+
+
+def watch_all(
+    urls: list[str], prompts: list[str], viewers: int, during: Any = None
+) -> tuple[list[str], dict[str, list[list[Ev]]]]:
+    """Submit one generation per prompt and follow each with ``viewers`` contract-following viewers spread over the
+    API processes at ``urls``; ``during()`` runs once they are all watching (a fault). Returns the ids and every
+    viewer's events."""
+    with httpx.Client(base_url=urls[0], timeout=30) as client:
+        gids = [submit(client, p) for p in prompts]
+    seen: dict[str, list[list[Ev]]] = {gid: [] for gid in gids}
+    with concurrent.futures.ThreadPoolExecutor(len(gids) * viewers) as pool:
+        futures = {
+            pool.submit(follow_resuming, urls[v % len(urls)], gid, 150): gid for gid in gids for v in range(viewers)
+        }
+        if during is not None:
+            during()
+        for future in concurrent.futures.as_completed(futures, timeout=180):
+            seen[futures[future]].append(future.result()[0])
+    return gids, seen
+
+
+def check_all(url: str, gids: list[str], prompts: list[str], seen: dict[str, list[list[Ev]]]) -> None:
+    """Every generation completed with the simulator's text, and every viewer ended with exactly that text."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for gid, prompt in zip(gids, prompts, strict=True):
+            record = wait_status(client, gid, {"completed", "failed", "cancelled"}, timeout_s=60)
+            assert record["status"] == "completed", record
+            assert (record["reasoning"], record["content"]) == expected_text(prompt)
+            for events in seen[gid]:
+                assert events[-1].type == "done"
+                assert text_of(events) == expected_text(prompt), gid

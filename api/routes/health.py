@@ -90,7 +90,7 @@ async def prometheus_metrics(request: Request, store: StoreDep, hub: HubDep, set
             metrics.GENERATIONS.labels(state).set(n)
         metrics.WORKERS.set(await store.presence.live_workers())
         metrics.DEPLOYMENT.snapshot = await store.presence.deployment_stats()
-        if settings.broker_is_redis:
+        if settings.broker_is_store:
             for queue in (settings.queue_name, settings.batch_queue_name):
                 metrics.QUEUE_DEPTH.labels(queue).set(await store.presence.queue_depth(queue))
     except (RedisError, OSError) as e:

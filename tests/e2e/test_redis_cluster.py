@@ -5,7 +5,6 @@ its scripts failed ``all keys must map to the same key slot``."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import signal
 import time
 from typing import Any
@@ -14,16 +13,7 @@ import httpx
 import redis
 
 from reasonq.topologies import LocalCluster
-from tests.helpers import (
-    Ev,
-    expected_text,
-    follow_resuming,
-    read_events,
-    record_measurement,
-    submit,
-    text_of,
-    wait_status,
-)
+from tests.helpers import Ev, check_all, expected_text, read_events, record_measurement, submit, text_of, watch_all
 
 GENERATIONS = 50
 VIEWERS = 3
@@ -39,32 +29,6 @@ def _resume_on(url: str, gid: str, first: list[Ev]) -> list[Ev]:
         return read_events(client, gid, last_event_id=first[-1].id, timeout_s=60)
 
 
-def _run(urls: list[str], prompts: list[str], during: Any = None) -> tuple[list[str], dict[str, list[list[Ev]]]]:
-    with httpx.Client(base_url=urls[0], timeout=30) as client:
-        gids = [submit(client, p) for p in prompts]
-    seen: dict[str, list[list[Ev]]] = {gid: [] for gid in gids}
-    with concurrent.futures.ThreadPoolExecutor(len(gids) * VIEWERS) as pool:
-        futures = {
-            pool.submit(follow_resuming, urls[v % len(urls)], gid, 150): gid for gid in gids for v in range(VIEWERS)
-        }
-        if during is not None:
-            during()
-        for future in concurrent.futures.as_completed(futures, timeout=180):
-            seen[futures[future]].append(future.result()[0])
-    return gids, seen
-
-
-def _check(url: str, gids: list[str], prompts: list[str], seen: dict[str, list[list[Ev]]]) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for gid, prompt in zip(gids, prompts, strict=True):
-            record = wait_status(client, gid, {"completed", "failed", "cancelled"}, timeout_s=60)
-            assert record["status"] == "completed", record
-            assert (record["reasoning"], record["content"]) == expected_text(prompt)
-            for events in seen[gid]:
-                assert events[-1].type == "done"
-                assert text_of(events) == expected_text(prompt), gid
-
-
 def test_fifty_generations_with_three_viewers_each_across_two_api_processes(
     cluster: Any, redis_cluster: LocalCluster
 ) -> None:
@@ -73,8 +37,8 @@ def test_fifty_generations_with_three_viewers_each_across_two_api_processes(
     c.add_worker()
     c.add_worker()
     prompts = [_prompt(i, 150) for i in range(GENERATIONS)]
-    gids, seen = _run(urls, prompts)
-    _check(urls[1], gids, prompts, seen)
+    gids, seen = watch_all(urls, prompts, VIEWERS)
+    check_all(urls[1], gids, prompts, seen)
     # the generations' keys are spread over every master (16 shards, tags spread over the slot space)
     sizes = [redis.Redis(port=m.port).dbsize() for m in redis_cluster.masters]
     assert all(size > 0 for size in sizes), sizes
@@ -91,8 +55,8 @@ def test_a_master_killed_mid_stream_loses_nothing_a_viewer_saw(cluster: Any, tmp
     """SIGKILL of one of three masters while 50 generations stream to 3 viewers each: its replica takes over;
     every generation completes and every viewer ends with exactly the record's text."""
     own = LocalCluster(tmp_path / "cluster").start()  # its own: this test kills a node
+    c = cluster({**ENV, "REASONQ_REDIS_URL": own.url})
     try:
-        c = cluster({**ENV, "REASONQ_REDIS_URL": own.url})
         urls = [c.start_api(), c.add_api()]
         c.add_worker()
         c.add_worker()
@@ -104,8 +68,9 @@ def test_a_master_killed_mid_stream_loses_nothing_a_viewer_saw(cluster: Any, tmp
             own.masters[0].signal(signal.SIGKILL)
             killed_at.append(time.monotonic())
 
-        gids, seen = _run(urls, prompts, during=kill_a_master)
-        _check(urls[1], gids, prompts, seen)
+        gids, seen = watch_all(urls, prompts, VIEWERS, during=kill_a_master)
+        check_all(urls[1], gids, prompts, seen)
         record_measurement("cluster_master_kill_completed_s", time.monotonic() - killed_at[0], "s")
     finally:
+        c.stop()  # before Redis: a worker stopping without it waits out its grace
         own.stop()
