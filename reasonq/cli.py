@@ -30,6 +30,13 @@ def check_configuration(settings: Settings, *, redis: bool = True) -> None:
         check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _warn_if_exposed(host: str) -> None:
     if not get_settings().api_keys.get_secret_value() and host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("reasonq").warning(
@@ -44,7 +51,14 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     check_configuration(get_settings())
     _warn_if_exposed(args.host)
-    run_api(args.host, args.port, log_level=args.log_level.lower(), access_log=args.access_log, backlog=args.backlog)
+    run_api(
+        args.host,
+        args.port,
+        log_level=args.log_level.lower(),
+        access_log=args.access_log,
+        backlog=args.backlog,
+        workers=args.workers,
+    )
     return 0
 
 
@@ -118,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="API port")
     up.add_argument("--data-dir", default="reasonq-data", help="where Redis keeps its data and the logs go")
     up.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (0 = a free one)")
+    up.add_argument("--api-workers", type=_positive, default=1, help="API processes on the port (one per core)")
     up.set_defaults(func=_cmd_up)
 
     api = command("api", "run the HTTP API against REASONQ_REDIS_URL")
@@ -125,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000, help="port")
     api.add_argument("--access-log", action="store_true", help="log every request")
     api.add_argument("--backlog", type=int, default=4096, help="listen backlog (bursts of viewers reconnecting)")
+    api.add_argument(
+        "--workers", type=_positive, default=1, help="API processes on this port, each with its own hub (one per core)"
+    )
     api.set_defaults(func=_cmd_api)
 
     worker = command("worker", "run a Celery worker against REASONQ_BROKER_URL / REASONQ_REDIS_URL")

@@ -190,7 +190,11 @@ class Up:
             f"worker (pid {self.workers[0].pid}) and batch worker (pid {self.workers[1].pid}) consuming; "
             f"health on http://127.0.0.1:{self.health_ports[0]}/healthz and :{self.health_ports[1]}/healthz"
         )
-        api = self._child("api", _python_m("api", "--host", args.host, "--port", str(args.port)), env)
+        api = self._child(
+            "api",
+            _python_m("api", "--host", args.host, "--port", str(args.port), "--workers", str(args.api_workers)),
+            env,
+        )
         self.others.append(api)
         base = f"http://{args.host}:{args.port}"
         if not _wait_ready(lambda: http_ok(f"{base}/readyz"), "API", api, stop):
