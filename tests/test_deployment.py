@@ -74,3 +74,48 @@ def test_every_long_running_service_has_a_healthcheck_and_flower_shares_the_brok
     assert flower["environment"]["CELERY_BROKER_URL"] == "${REASONQ_BROKER_URL:-redis://redis:6379/0}"
     assert not any("redis://" in part for part in flower["command"])  # no second, hard-coded broker
     assert services["api"]["environment"]["REASONQ_BROKER_URL"] == flower["environment"]["CELERY_BROKER_URL"]
+
+
+def test_the_ha_shape_has_no_single_redis_broker_api_or_worker() -> None:
+    """Issue 13: Sentinel with a replica, RabbitMQ with quorum queues, two API containers behind a proxy that
+    passes event streams unbuffered, workers scaled, Flower on the same broker; every command parses and every
+    URL is one reasonq accepts."""
+    from reasonq.shared.redis_urls import parse_redis_url
+    from reasonq.shared.settings import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.ha.yml").read_text())
+    services = compose["services"]
+    assert {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "rabbitmq", "proxy"} <= set(
+        services
+    )
+    assert {"api-1", "api-2", "worker", "batch-worker", "flower", "sim"} <= set(services)
+    assert services["redis-replica"]["command"][services["redis-replica"]["command"].index("--replicaof") + 1] == (
+        "redis-primary"
+    )
+    for i in (1, 2, 3):
+        script = services[f"sentinel-{i}"]["command"][2]
+        assert "sentinel monitor reasonq redis-primary 6379 2" in script and "--sentinel" in script  # 2 of 3 agree
+    env = services["worker"]["environment"]
+    target = parse_redis_url(env["REASONQ_REDIS_URL"])
+    assert target.kind == "sentinel" and target.service == "reasonq" and len(target.hosts) == 3
+    assert env["REASONQ_BROKER_QUEUE_TYPE"] == "quorum" and env["REASONQ_BROKER_URL"].startswith(
+        "${REASONQ_BROKER_URL:-amqp://"
+    )
+    broker = env["REASONQ_BROKER_URL"].removeprefix("${REASONQ_BROKER_URL:-").removesuffix("}")
+    settings = Settings(redis_url=env["REASONQ_REDIS_URL"], broker_url=broker, broker_queue_type="quorum")
+    assert not settings.broker_is_redis
+    assert services["flower"]["environment"]["CELERY_BROKER_URL"] == env["REASONQ_BROKER_URL"]
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    parser = build_parser()
+    for name in ("api-1", "api-2", "worker", "batch-worker", "sim"):
+        assert services[name]["image"] == "reasonq:latest"
+        parser.parse_args(services[name]["command"][1:])
+    assert [name for name in services if "build" in services[name]] == ["api-1"]
+    assert "--workers" in services["api-2"]["command"]
+    nginx = compose["configs"]["nginx"]["content"]
+    assert "server api-1:8000" in nginx and "server api-2:8000" in nginx
+    assert "proxy_buffering off" in nginx and "proxy_read_timeout 1h" in nginx
+    assert services["proxy"]["ports"] == ["${REASONQ_PUBLISH_HOST:-127.0.0.1}:8000:8000"]
+    for name, service in services.items():
+        if name != "flower":
+            assert service["healthcheck"]["test"][0] == "CMD", name
