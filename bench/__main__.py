@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import batch, concurrency, fanout, latency, pipeline, recovery, submit
+from bench import batch, concurrency, fanout, latency, pipeline, recovery, scale, submit
 
-SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "batch", "redis", "recovery")
+SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "batch", "redis", "recovery", "scale")
 
 
 def _pipeline(smoke: bool) -> dict[str, Any]:
@@ -116,6 +116,23 @@ def _recovery(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _scale(smoke: bool) -> dict[str, Any]:
+    result = scale.run(smoke)
+    print("scale: one Redis vs a Redis Cluster (2 worker processes; lag = Redis -> viewer; overhead = model -> viewer)")
+    print(
+        f"  {'topology':<22}{'gens/s':>8}{'viewers':>9}{'lag p50':>9}{'p99':>7}{'complete':>10}"
+        f"{'token p50':>11}{'p99':>7}"
+    )
+    for r in result["topologies"]:
+        print(
+            f"  {r['topology']:<22}{r['generations_per_s']:>8}{r['fanout_viewers']:>9}{r['fanout_lag_p50_ms']:>9}"
+            f"{r['fanout_lag_p99_ms']:>7}{r['fanout_complete']:>10}{r['token_overhead_p50_ms']:>11}"
+            f"{r['token_overhead_p99_ms']:>7}"
+        )
+    print(f"  failover (SIGKILL of the master holding the generation): {json.dumps(result['failover'])}")
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="one short run of each quick scenario (CI)")
@@ -136,6 +153,7 @@ def main() -> int:
         "batch": _batch,
         "redis": _redis,
         "recovery": _recovery,
+        "scale": _scale,
     }
     for name in chosen:
         report[name] = runners[name](args.smoke)

@@ -20,9 +20,11 @@ from typing import Any
 
 import httpx
 import redis
+from redis.cluster import ClusterNode
 
 from bench.stack import Stack
 from reasonq.shared import keys
+from reasonq.shared.redis_urls import parse_redis_url
 
 VIEWERS_PER_PROCESS = 250
 
@@ -40,7 +42,12 @@ def _cpu_s(pid: int) -> float:
 
 
 def _probe(redis_url: str, gid: str, out: dict[int, float], stop: threading.Event) -> None:
-    r = redis.Redis.from_url(redis_url, socket_timeout=10)
+    target = parse_redis_url(redis_url)
+    r: Any = (
+        redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], socket_timeout=10)
+        if target.kind == "cluster"
+        else redis.Redis.from_url(redis_url, socket_timeout=10)
+    )
     last = "0-0"
     while not stop.is_set():
         reply = r.xread({keys.events_key(gid): last}, block=1000, count=1000)
@@ -77,7 +84,7 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
     path = f"/v1/generations/{gid}/events"
     probe_times: dict[int, float] = {}
     stop = threading.Event()
-    probe = threading.Thread(target=_probe, args=(stack.redis.url, gid, probe_times, stop), daemon=True)
+    probe = threading.Thread(target=_probe, args=(stack.store_url, gid, probe_times, stop), daemon=True)
     probe.start()
     procs = []
     remaining = n

@@ -78,6 +78,35 @@ def _pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
+def _prompt(kind: str, i: int, tokens: int) -> tuple[str, list[str]]:
+    """A prompt whose model waits 0.5 s before its first token (so the viewer is live for every token), and its
+    tokens."""
+    prompt = (
+        f"latency {kind} {i} {time.monotonic_ns()} sim:reasoning_tokens={tokens // 2} "
+        f"sim:content_tokens={tokens // 2} sim:record=1 sim:stall_after=0 sim:stall_s=0.5"
+    )
+    script = build_script({"model": "reasonq-sim", "messages": [{"role": "user", "content": prompt}]})
+    return prompt, script.reasoning + script.content
+
+
+def reasonq_overheads(stack: Stack, runs: int, tokens: int) -> list[float]:
+    """Per-token overhead (ms, emission at the model -> arrival at one viewer) through ``stack``."""
+    sim_url = stack.env["REASONQ_MODEL_BASE_URL"].removesuffix("/v1")
+    out: list[float] = []
+    for i in range(runs):
+        prompt, words = _prompt("reasonq", i, tokens)
+        body = {"messages": [{"role": "user", "content": prompt}]}
+        gid = httpx.post(f"{stack.api_url}/v1/generations", json=body, timeout=10).json()["id"]
+        events = asyncio.run(_read_sse("127.0.0.1", stack.api_port, f"/v1/generations/{gid}/events"))
+        out += _overheads(_token_arrivals(events, words), _emitted(sim_url, prompt))
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, rounded."""
+    return _pct(values, q)
+
+
 def run(runs: int = 3, tokens: int = 200, rate: float = 50.0) -> dict[str, Any]:
     """Overhead p50/p99 through reasonq and through the direct proxy; queue pickup p50/p99 when idle."""
     with Stack(sim_tokens_per_s=rate) as stack:

@@ -10,6 +10,7 @@ from types import TracebackType
 import httpx
 
 from reasonq.processes import ManagedProcess, RedisServer, free_port, http_ok, wait_until
+from reasonq.topologies import LocalCluster
 
 
 def _reasonq(*args: str) -> list[str]:
@@ -23,9 +24,19 @@ class Stack:
         sim_tokens_per_s: the simulator's default rate (0 = unlimited).
         env: extra REASONQ_* settings for the worker and API.
         persist: Redis with an append-only file (for restart scenarios).
+        cluster_masters: records on a local Redis Cluster of this many masters (``replicas`` each) instead of one
+            server; the Celery broker stays one plain server (kombu cannot use a Cluster).
     """
 
-    def __init__(self, sim_tokens_per_s: float = 0, env: dict[str, str] | None = None, persist: bool = False) -> None:
+    def __init__(
+        self,
+        sim_tokens_per_s: float = 0,
+        env: dict[str, str] | None = None,
+        persist: bool = False,
+        *,
+        cluster_masters: int = 0,
+        replicas: int = 0,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="reasonq-bench-"))
         self.sim_tokens_per_s = sim_tokens_per_s
         self.extra_env = env or {}
@@ -36,6 +47,10 @@ class Stack:
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.env: dict[str, str] = {}
+        self.cluster_masters = cluster_masters
+        self.replicas = replicas
+        self.cluster: LocalCluster | None = None
+        self.store_url = ""  # REASONQ_REDIS_URL: the one server's URL, or the Cluster's
 
     def __enter__(self) -> Stack:
         try:
@@ -48,6 +63,12 @@ class Stack:
     def _start(self) -> None:
         self.redis = RedisServer(free_port(), self.dir / "redis", persist=self.persist).start()
         self.procs.append(self.redis)
+        self.store_url = self.redis.url
+        if self.cluster_masters:
+            self.cluster = LocalCluster(self.dir / "cluster", masters=self.cluster_masters, replicas=self.replicas)
+            self.procs += self.cluster.nodes
+            self.cluster.start()
+            self.store_url = self.cluster.url
         sim_port = free_port()
         sim = ManagedProcess(
             "simulator",
@@ -57,7 +78,8 @@ class Stack:
         self.procs.append(sim)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{sim_port}/healthz"), timeout_s=20, what="sim", process=sim)
         self.env = {
-            "REASONQ_REDIS_URL": self.redis.url,
+            "REASONQ_REDIS_URL": self.store_url,
+            "REASONQ_BROKER_URL": self.redis.url,
             "REASONQ_MODEL_BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
             "REASONQ_MODEL_API_KEY": "bench",
             **self.extra_env,

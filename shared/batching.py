@@ -6,8 +6,11 @@ of generations therefore sends their writes together: the first call after a qui
 round trip, no added latency); calls made while a pipeline is in flight wait for it and leave together in the
 next one. Each caller still gets its own result or error.
 
-On a Redis Cluster redis-py refuses scripts in a pipeline (a pipeline spans nodes), so there each call of the
-batch is sent on its own, concurrently: the writes still leave together, one round trip per call.
+On a Redis Cluster redis-py's cluster pipeline refuses scripts, so the batch is split by the node that owns each
+call's slot and sent as one plain pipeline per node, concurrently. A call the node answers with a redirection
+(MOVED/ASK after a reshard or failover) or that a lost node could not take is sent again through the cluster
+client, which follows the new topology; append and finish are idempotent, so a resend is safe. Sending each call
+on its own instead cost a third of the throughput (45 vs 68 generations/s, ``bench --scenario scale``).
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from reasonq.shared.redis import is_cluster
 
 logger = logging.getLogger(__name__)
 
 _Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+# Error replies of a node that no longer serves a slot (or not yet): the call goes again through the cluster client.
+_REDIRECTIONS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+# What a per-node client takes from the cluster's connection settings.
+_NODE_KWARGS = {"username", "password", "socket_timeout", "socket_connect_timeout", "ssl", "ssl_ca_certs"}
 
 
 class ScriptBatcher:
@@ -43,6 +51,7 @@ class ScriptBatcher:
         self.pipelines = 0
         self.calls = 0
         self._cluster = is_cluster(redis)
+        self._node_clients: dict[str, Redis] = {}  # cluster node name -> a plain client for its pipelines
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args`` in the next pipeline; returns its reply."""
@@ -54,11 +63,14 @@ class ScriptBatcher:
         return await future
 
     async def close(self) -> None:
-        """Stop the background task."""
+        """Stop the background task (and the per-node clients of a cluster)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for client in self._node_clients.values():
+            await client.aclose()
+        self._node_clients.clear()
 
     async def _run(self) -> None:
         while True:
@@ -72,20 +84,51 @@ class ScriptBatcher:
         self.pipelines += 1
         self.calls += len(batch)
         if self._cluster:
-            await asyncio.gather(*(self._send_one(call) for call in batch))
+            await self._send_by_node(batch)
             return
+        await self._send_pipeline(self._redis, batch)
+
+    async def _send_by_node(self, batch: list[_Call]) -> None:
+        cluster = cast(RedisCluster, self._redis)
+        groups: dict[str, list[_Call]] = {}
+        alone: list[_Call] = []
+        for call in batch:
+            node = cluster.get_node_from_key(call[1][0])
+            if node is None:
+                alone.append(call)
+                continue
+            if node.name not in self._node_clients:
+                self._node_clients[node.name] = Redis(
+                    host=node.host,
+                    port=int(node.port),
+                    max_connections=2,
+                    **{k: v for k, v in node.connection_kwargs.items() if k in _NODE_KWARGS},
+                )
+            groups.setdefault(node.name, []).append(call)
+        await asyncio.gather(
+            *(self._send_pipeline(self._node_clients[name], calls) for name, calls in groups.items()),
+            *(self._send_one(call) for call in alone),
+        )
+
+    async def _send_pipeline(self, redis: Redis, batch: list[_Call]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with redis.pipeline(transaction=False) as pipe:
                 for script, keys, args, _ in batch:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as e:  # the whole pipeline failed (Redis unreachable): every caller sees it
+            if self._cluster:  # a lost or demoted node: the cluster client follows the topology (and retries)
+                await asyncio.gather(*(self._send_one(call) for call in batch))
+                return
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(e)
             return
         for (script, keys, args, future), reply in zip(batch, replies, strict=True):
             if future.done():
+                continue
+            if self._cluster and isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTIONS):
+                await self._send_one((script, keys, args, future))
                 continue
             if isinstance(reply, NoScriptError):  # Redis restarted and forgot its scripts: load and run again
                 try:

@@ -1,4 +1,5 @@
-"""The script batcher against a real redis-server: results per caller, few pipelines, NOSCRIPT recovery."""
+"""The script batcher against a real redis-server and a Cluster (one pipeline per node): results per caller, few
+pipelines, NOSCRIPT recovery."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ ECHO = "return {KEYS[1], ARGV[1]}"
 BOOM = "return redis.error_reply('boom ' .. ARGV[1])"
 
 
-def test_concurrent_callers_share_pipelines_and_get_their_own_replies(unit_redis_url: str) -> None:
+def test_concurrent_callers_share_pipelines_and_get_their_own_replies(store_url: str) -> None:
     async def main() -> None:
-        redis = create_redis(unit_redis_url, max_connections=4)
+        redis = create_redis(store_url, max_connections=4)
         batcher = ScriptBatcher(redis)
         echo, boom = redis.register_script(ECHO), redis.register_script(BOOM)
         await redis.script_flush()  # the first pipeline meets NOSCRIPT and must recover
