@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from reasonq.topologies import LocalCluster
@@ -74,3 +75,18 @@ def test_a_master_killed_mid_stream_loses_nothing_a_viewer_saw(cluster: Any, tmp
     finally:
         c.stop()  # before Redis: a worker stopping without it waits out its grace
         own.stop()
+
+
+def test_an_evicting_master_is_refused_like_an_evicting_server(redis_cluster: LocalCluster) -> None:
+    """Issue 12's eviction check covers every Cluster master, not only the node the URL names first."""
+    from reasonq.shared.errors import ConfigurationError
+    from reasonq.shared.redis import check_eviction_policy
+
+    check_eviction_policy(redis_cluster.url, allow=False)
+    last = redis.Redis(port=redis_cluster.masters[-1].port)
+    last.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(ConfigurationError, match="allkeys-lru"):
+            check_eviction_policy(redis_cluster.url, allow=False)
+    finally:
+        last.config_set("maxmemory-policy", "noeviction")

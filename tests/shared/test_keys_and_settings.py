@@ -127,3 +127,67 @@ def test_quorum_queues_need_an_amqp_broker(monkeypatch: pytest.MonkeyPatch) -> N
         assert get_settings().broker_queue_type == "quorum"
     finally:
         get_settings.cache_clear()
+
+
+def test_issue13_every_script_call_site_keys_share_one_slot() -> None:
+    """What each script is called with, for many ids: one hash slot per call (Redis Cluster refuses others)."""
+    from redis.crc import key_slot
+
+    def slot_of(names: list[str]) -> set[int]:
+        return {key_slot(name.encode()) for name in names}
+
+    for i in range(2_000):
+        gid = f"gen_{i:022d}"
+        shard = keys.shard_of(gid)
+        assert len(slot_of([*keys.script_keys(gid), keys.viewers_key(gid)])) == 1  # claim, finish, cancel, restore
+        assert len(slot_of([keys.leases_key(shard), keys.queued_key(shard), keys.record_key(gid)])) == 1  # requeue
+        assert len(slot_of([keys.hub_wake_key("hub", shard), keys.events_key(gid)])) == 1  # one XREAD per shard
+    for owner in ("anonymous", "a}b", "{x}", "carol"):
+        assert len(slot_of([keys.key_rate_key(owner), keys.key_active_key(owner)])) == 1  # admit.lua
+    assert len(slot_of([keys.batch_key("b{1}"), keys.batch_items_key("b{1}")])) == 1
+    assert len(slot_of([keys.metrics_key(), keys.metrics_batch_key("x")])) == 1  # metrics_add.lua
+    # the tags are fixed forever (persisted keys depend on them) and spread over the slot space
+    assert keys.SHARD_TAGS[:4] == ("g0.43", "g1.40", "g2.63", "g3.60")
+    assert [key_slot(keys.leases_key(s).encode()) * keys.SHARDS // 16_384 for s in range(keys.SHARDS)] == list(
+        range(keys.SHARDS)
+    )
+
+
+def test_issue13_redis_urls_of_every_kind_and_a_cluster_broker_refused() -> None:
+    from reasonq.shared.redis_urls import kombu_broker, parse_redis_url
+
+    sentinel = parse_redis_url("redis+sentinel://:s3cret@h1:26379,h2:26380/reasonq/2")
+    assert (sentinel.kind, sentinel.hosts, sentinel.service, sentinel.db) == (
+        "sentinel",
+        [("h1", 26379), ("h2", 26380)],
+        "reasonq",
+        2,
+    )
+    assert sentinel.password == "s3cret"
+    cluster = parse_redis_url("redis+cluster://n1:7000,n2:7001")
+    assert (cluster.kind, cluster.hosts) == ("cluster", [("n1", 7000), ("n2", 7001)])
+    assert parse_redis_url("redis://127.0.0.1:6379/0").kind == "single"
+    for bad, said in (
+        ("mysql://x", "scheme"),
+        ("redis+sentinel://h1:26379", "service_name"),
+        ("redis+cluster://h1:7000/3", "database 0"),
+        ("redis+cluster://:pw-NEVER-SHOWN@nohostport", "host:port"),
+    ):
+        with pytest.raises(ConfigurationError, match=said) as caught:
+            parse_redis_url(bad)
+        assert "NEVER-SHOWN" not in str(caught.value)
+    assert kombu_broker("redis+sentinel://h1:26379,h2:26380/reasonq/1") == (
+        "sentinel://h1:26379;sentinel://h2:26380/1",
+        {"master_name": "reasonq"},
+    )
+    assert kombu_broker("sentinel://h1:26379;sentinel://h2:26380/reasonq") == (
+        "sentinel://h1:26379;sentinel://h2:26380/0",
+        {"master_name": "reasonq"},
+    )
+    with pytest.raises(ConfigurationError, match="master"):
+        kombu_broker("sentinel://h1:26379;sentinel://h2:26380/0")
+    with pytest.raises(ValueError, match="celery/celery#2852"):
+        Settings(redis_url="redis+cluster://n1:7000", model_base_url="http://m")
+    ok = Settings(redis_url="redis+cluster://n1:7000", broker_url="amqp://guest@localhost//", model_base_url="x")
+    assert not ok.broker_is_redis and not ok.broker_is_store
+    assert Settings(redis_url="redis+sentinel://h:1/s").broker_is_redis
