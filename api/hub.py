@@ -1,8 +1,9 @@
 """The event hub: one Redis reader per API process, fanning each batch of events out to every local viewer.
 
-Each watched generation is a *topic* with a small shared ring of recent events (typed ``StoredEvent``s). The
-reader XREADs (BLOCK) all live topics in one call and appends to their rings; viewers wake and take every event
-after their own cursor. The wire format is the edge's: a viewer follows in a ``Format`` (native SSE here; chat
+Each watched generation is a *topic* with a small shared ring of recent events (typed ``StoredEvent``s,
+``api/topics.py``). The reader XREADs (BLOCK) all live topics in one call (on a Redis Cluster, one reader per
+shard: a call may not span slots) and appends to their rings; viewers wake and take every event after their own
+cursor. The wire format is the edge's: a viewer follows in a ``Format`` (native SSE here; chat
 chunks, Responses and Durable Streams bytes each one small encoder on top), each event is encoded once per
 format, and most viewers, sitting at the same cursor, share one joined chunk per format. A viewer that falls
 behind the ring (a slow socket) re-reads from Redis with XRANGE at its own pace: the stream in Redis is the
@@ -17,31 +18,26 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reasonq.api import metrics
+from reasonq.api.topics import CHUNK_BYTES, EVENTS_VIEW, NATIVE_SSE, BytesView, Format, HubUnavailable, T, Topic, View
 from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
-from reasonq.shared.errors import ReasonqError
-from reasonq.shared.events import StoredEvent, parse_entry, to_sse
+from reasonq.shared.events import StoredEvent, parse_entry
 from reasonq.shared.store import GenerationStore
 from reasonq.shared.store.streams import Entries
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Events fetched per XRANGE when a viewer catches up from Redis (fewer when events are large, see CHUNK_BYTES).
 # The first read is small: with events of up to 64 KiB (worker/writer.py MAX_EVENT_CHARS), 4 of them stay near
 # CHUNK_BYTES; 16 events of a fast stream let 50 viewers that stopped reading at their first replay pin ~150 MiB.
 CATCHUP_COUNT = 256
 CATCHUP_FIRST_COUNT = 4
-# What one viewer is handed at once, in event data. A viewer that stops reading holds its last chunk in its
-# socket's send buffer: unbounded chunks let 50 stalled viewers of a 10 MB stream grow the API by 292 MiB
-# (tests/api/test_abuse.py, issue 18); one chunk per viewer of at most this size bounds that.
-CHUNK_BYTES = 256 * 1024
 # Entries per stream per XREAD.
 XREAD_COUNT = 1_000
 # How often this process refreshes, in Redis, how many viewers it has per generation (the entries expire unless
@@ -55,165 +51,6 @@ VIEWERS_CHANGE_S = 0.25
 RETRY_FRAME = b"retry: 1000\n\n"
 # Ends a native stream whose source went away (Redis unreachable, this server shutting down): reconnect in 1 s.
 REDIS_GONE_FRAME = b"retry: 1000\n: event source unavailable; reconnect with Last-Event-ID\n\n"
-
-
-class HubUnavailable(ReasonqError):
-    """The hub lost Redis; viewers end their response and the client resumes with Last-Event-ID."""
-
-
-@dataclass(frozen=True, slots=True)
-class Format:
-    """A wire format for events: ``encode`` turns one stored event into bytes. It must depend on the event alone,
-    so that one encoding serves every viewer of the format (a format that needs a viewer's state, like the chat
-    translator, follows the typed events with ``Hub.follow_events`` instead)."""
-
-    name: str
-    encode: Callable[[StoredEvent], bytes]
-
-
-NATIVE_SSE = Format("sse", to_sse)
-
-
-@dataclass(eq=False)
-class Topic:
-    """One watched generation: the reader's cursor and a ring of the most recent events."""
-
-    generation_id: str
-    key: bytes
-    cursor: int
-    group: int = 0
-    finished: bool = False
-    viewers: int = 0
-    first_seq: int = 0
-    events: list[StoredEvent] = field(default_factory=list)
-    done_seq: int | None = None
-    error: BaseException | None = None
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Per format: the ring's events encoded so far (aligned with ``events``; extended when a viewer asks), and the
-    # last chunk joined for a viewer (its cursor, the topic's cursor then, the bytes, the id of their last event).
-    _encoded: dict[str, list[bytes]] = field(default_factory=dict)
-    _joined: dict[str, tuple[int, int, bytes, int]] = field(default_factory=dict)
-
-    def publish(self, events: list[StoredEvent], ring_events: int) -> None:
-        """Append events (ids after the cursor) and wake every viewer.
-
-        Ids are consecutive except after a failover lost part of a stream: its attempt writes its history again
-        after the highest id it had written (``worker/writer.py``), so the ids jump. The ring indexes events by id,
-        so it starts again there; a viewer behind the jump reads from Redis.
-        """
-        after_gap = 0
-        if events[-1].seq - events[0].seq != len(events) - 1:  # a jump inside the batch (rare: scan only then)
-            after_gap = next(i for i in range(len(events) - 1, 0, -1) if events[i].seq != events[i - 1].seq + 1)
-        if after_gap or (self.events and events[0].seq != self.cursor + 1):
-            events = events[after_gap:]
-            self.events = []
-            self._encoded.clear()
-            self._joined.clear()
-        if not self.events:
-            self.first_seq = events[0].seq
-        self.events += events
-        if events[-1].type == "done":
-            self.done_seq = events[-1].seq
-            self.finished = True
-        self.cursor = events[-1].seq
-        metrics.EVENTS_FANNED_OUT.inc(len(events) * self.viewers)  # counted once per batch, not per send
-        if len(self.events) > 2 * ring_events:
-            drop = len(self.events) - ring_events
-            del self.events[:drop]
-            for encoded in self._encoded.values():
-                del encoded[:drop]  # shorter than ``drop`` (not yet encoded that far) leaves it empty and aligned
-            self.first_seq += drop
-        self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        """Wake every viewer with an error."""
-        self.error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    def _span(self, cursor: int) -> tuple[int, int] | None:
-        """Ring indexes ``[begin, end)`` of the events after ``cursor``, at most ``CHUNK_BYTES`` of data (at least
-        one event); ``None`` when the ring no longer reaches back."""
-        begin = cursor + 1 - self.first_seq
-        if begin < 0 or not self.events:
-            return None
-        end, size, events = begin, 0, self.events
-        while end < len(events) and (size == 0 or size + len(events[end].data) <= CHUNK_BYTES):
-            size += len(events[end].data)
-            end += 1
-        return begin, end
-
-    def events_after(self, cursor: int) -> tuple[list[StoredEvent], int] | None:
-        """The events after ``cursor`` (up to ``CHUNK_BYTES`` of them) and the id of the last one, or ``None`` when
-        the ring no longer reaches back."""
-        span = self._span(cursor)
-        if span is None:
-            return None
-        begin, end = span
-        return self.events[begin:end], self.first_seq + end - 1
-
-    def chunk_after(self, cursor: int, fmt: Format) -> tuple[bytes, int] | None:
-        """The events after ``cursor`` (up to ``CHUNK_BYTES`` of them) in ``fmt``, joined in one chunk, and the id
-        of the last one; ``None`` when the ring no longer reaches back."""
-        joined = self._joined.get(fmt.name)
-        if joined is not None and joined[0] == cursor and joined[1] == self.cursor:
-            return joined[2], joined[3]  # most viewers sit at the same cursor: join once, share the bytes
-        span = self._span(cursor)
-        if span is None:
-            return None
-        begin, end = span
-        encoded = self._encoded.setdefault(fmt.name, [])
-        if len(encoded) < end:
-            encoded += [fmt.encode(e) for e in self.events[len(encoded) : end]]
-        chunk = b"".join(encoded[begin:end])
-        to_seq = self.first_seq + end - 1
-        self._joined[fmt.name] = (cursor, self.cursor, chunk, to_seq)
-        return chunk, to_seq
-
-    async def wait(self) -> None:
-        """Wait until the reader publishes something or fails."""
-        if self.error is not None:
-            raise HubUnavailable(str(self.error))
-        await self._changed.wait()
-        if self.error is not None:
-            raise HubUnavailable(str(self.error))
-
-
-class _View(Generic[T]):
-    """What a viewer takes from the hub: ``T`` from the ring with the id of its last event (``None`` when the ring
-    no longer reaches back), or from events replayed from Redis. Both run synchronously where the events are
-    taken."""
-
-    def ring(self, topic: Topic, cursor: int) -> tuple[T, int] | None:
-        raise NotImplementedError
-
-    def replay(self, events: list[StoredEvent]) -> T:
-        raise NotImplementedError
-
-
-class _BytesView(_View[bytes]):
-    def __init__(self, fmt: Format) -> None:
-        self._fmt = fmt
-
-    def ring(self, topic: Topic, cursor: int) -> tuple[bytes, int] | None:
-        return topic.chunk_after(cursor, self._fmt)
-
-    def replay(self, events: list[StoredEvent]) -> bytes:
-        return b"".join(self._fmt.encode(e) for e in events)
-
-
-class _EventsView(_View[list[StoredEvent]]):
-    def ring(self, topic: Topic, cursor: int) -> tuple[list[StoredEvent], int] | None:
-        return topic.events_after(cursor)
-
-    def replay(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        return events
-
-
-_EVENTS_VIEW = _EventsView()
 
 
 @dataclass
@@ -364,7 +201,7 @@ class Hub:
         self._watch(generation_id, 1)
         try:
             yield RETRY_FRAME
-            async for chunk in self._follow(generation_id, after, _BytesView(fmt)):
+            async for chunk in self._follow(generation_id, after, BytesView(fmt)):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -378,7 +215,7 @@ class Hub:
         ``done``, or early (without raising) if Redis becomes unreachable."""
         self._watch(generation_id, 1)
         try:
-            async for events in self._follow(generation_id, after, _EVENTS_VIEW):
+            async for events in self._follow(generation_id, after, EVENTS_VIEW):
                 yield events
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -386,7 +223,7 @@ class Hub:
         finally:
             self._watch(generation_id, -1)
 
-    async def _follow(self, generation_id: str, after: int, view: _View[T]) -> AsyncIterator[T]:
+    async def _follow(self, generation_id: str, after: int, view: View[T]) -> AsyncIterator[T]:
         cursor = after
         count = CATCHUP_FIRST_COUNT
 

@@ -73,10 +73,13 @@ class _WaitingCluster(RedisCluster):
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        try:
-            await asyncio.wait_for(self._in_flight.acquire(), POOL_WAIT_S)
-        except TimeoutError:
-            raise RedisConnectionError(f"no free Redis connection after {POOL_WAIT_S:g} s") from None
+        if self._in_flight.locked():  # only then wait (bounded): wait_for costs a task per call
+            try:
+                await asyncio.wait_for(self._in_flight.acquire(), POOL_WAIT_S)
+            except TimeoutError:
+                raise RedisConnectionError(f"no free Redis connection after {POOL_WAIT_S:g} s") from None
+        else:
+            await self._in_flight.acquire()
         try:
             yield
         finally:
