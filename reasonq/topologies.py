@@ -189,10 +189,12 @@ class LocalSentinel:
                     "redis-sentinel", [find_redis_server(), str(conf), "--sentinel"], log_path=folder / "sentinel.log"
                 ).start()
             )
-        wait_until(self._ready, timeout_s=timeout_s, what="sentinels and replicas")
+        wait_until(self.healthy, timeout_s=timeout_s, what="sentinels and replicas")
         return self
 
-    def _ready(self) -> bool:
+    def healthy(self) -> bool:
+        """Every Sentinel knows the others and every live replica; the server they name is the only primary, and
+        every other live server replicates it, in sync (a demoted primary that has not resynced yet is not)."""
         try:
             for port in self.sentinel_ports:
                 state = _cmd(port, "SENTINEL", "MASTER", self.service)
@@ -200,11 +202,24 @@ class LocalSentinel:
                 fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
                 if int(fields["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
                     return False
-                if int(fields["num-slaves"]) < len(self.servers) - 1:
+                if int(fields["num-slaves"]) < len([s for s in self.servers if s.alive()]) - 1:
                     return False
-            return all(
-                _client(s.port).info("replication").get("master_link_status", "up") == "up" for s in self.servers
-            )
+            primary = self.primary_port()
+            for server in self.servers:
+                if not server.alive():
+                    continue
+                info = _client(server.port).info("replication")
+                if server.port == primary:
+                    if info.get("role") != "master":
+                        return False
+                elif (
+                    info.get("role") != "slave"
+                    or int(info.get("master_port", 0)) != primary
+                    or info.get("master_link_status") != "up"
+                    or info.get("master_sync_in_progress", 0)
+                ):
+                    return False
+            return True
         except (redis.RedisError, KeyError):
             return False
 
