@@ -73,7 +73,8 @@ def _overheads(arrivals: list[float], emitted: list[float]) -> list[float]:
     return [(a - e) * 1000 for a, e in zip(arrivals, emitted, strict=False)]
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, rounded."""
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
@@ -102,11 +103,6 @@ def reasonq_overheads(stack: Stack, runs: int, tokens: int) -> list[float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    """The ``q`` quantile of ``values``, rounded."""
-    return _pct(values, q)
-
-
 def run(runs: int = 3, tokens: int = 200, rate: float = 50.0) -> dict[str, Any]:
     """Overhead p50/p99 through reasonq and through the direct proxy; queue pickup p50/p99 when idle."""
     with Stack(sim_tokens_per_s=rate) as stack:
@@ -120,23 +116,11 @@ def run(runs: int = 3, tokens: int = 200, rate: float = 50.0) -> dict[str, Any]:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{proxy_port}/docs"), timeout_s=20, what="proxy")
         reasonq: list[float] = []
         direct: list[float] = []
-        for i in range(runs):
-            for path_kind in ("direct", "reasonq"):
-                # the model waits 0.5 s before its first token, so the viewer is live for every token
-                prompt = (
-                    f"latency {path_kind} {i} {time.monotonic_ns()} sim:reasoning_tokens={tokens // 2} "
-                    f"sim:content_tokens={tokens // 2} sim:record=1 sim:stall_after=0 sim:stall_s=0.5"
-                )
-                script = build_script({"model": "reasonq-sim", "messages": [{"role": "user", "content": prompt}]})
-                words = script.reasoning + script.content
-                if path_kind == "direct":
-                    events = asyncio.run(_read_sse("127.0.0.1", proxy_port, f"/proxy?prompt={quote(prompt)}"))
-                    direct += _overheads(_token_arrivals(events, words), _emitted(sim_url, prompt))
-                else:
-                    body = {"messages": [{"role": "user", "content": prompt}]}
-                    gid = httpx.post(f"{stack.api_url}/v1/generations", json=body, timeout=10).json()["id"]
-                    events = asyncio.run(_read_sse("127.0.0.1", stack.api_port, f"/v1/generations/{gid}/events"))
-                    reasonq += _overheads(_token_arrivals(events, words), _emitted(sim_url, prompt))
+        for i in range(runs):  # the two paths alternate, so both see the same machine
+            prompt, words = _prompt("direct", i, tokens)
+            events = asyncio.run(_read_sse("127.0.0.1", proxy_port, f"/proxy?prompt={quote(prompt)}"))
+            direct += _overheads(_token_arrivals(events, words), _emitted(sim_url, prompt))
+            reasonq += reasonq_overheads(stack, 1, tokens)
         pickups = []
         client = httpx.Client(base_url=stack.api_url, timeout=10)  # keep-alive: measure reasonq, not TCP setup
         for _ in range(30):
@@ -150,14 +134,14 @@ def run(runs: int = 3, tokens: int = 200, rate: float = 50.0) -> dict[str, Any]:
         "token_rate": rate,
         "tokens_measured": {"reasonq": len(reasonq), "direct": len(direct)},
         "overhead_ms": {
-            "reasonq": {"p50": _pct(reasonq, 0.5), "p99": _pct(reasonq, 0.99)},
-            "direct_proxy": {"p50": _pct(direct, 0.5), "p99": _pct(direct, 0.99)},
+            "reasonq": {"p50": pct(reasonq, 0.5), "p99": pct(reasonq, 0.99)},
+            "direct_proxy": {"p50": pct(direct, 0.5), "p99": pct(direct, 0.99)},
             "extra": {
-                "p50": round(_pct(reasonq, 0.5) - _pct(direct, 0.5), 2),
-                "p99": round(_pct(reasonq, 0.99) - _pct(direct, 0.99), 2),
+                "p50": round(pct(reasonq, 0.5) - pct(direct, 0.5), 2),
+                "p99": round(pct(reasonq, 0.99) - pct(direct, 0.99), 2),
             },
         },
-        "queue_pickup_idle_ms": {"p50": round(statistics.median(pickups), 2), "p99": _pct(pickups, 0.99)},
+        "queue_pickup_idle_ms": {"p50": round(statistics.median(pickups), 2), "p99": pct(pickups, 0.99)},
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -45,7 +45,25 @@ def _cmd(port: int, *args: str | int) -> Any:
         client.close()
 
 
-class LocalCluster:
+class _Topology:
+    """Servers started together: ``start`` stops everything it started if any part fails to come up."""
+
+    def start(self, timeout_s: float = 30) -> Self:
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class LocalCluster(_Topology):
     """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each, slots split evenly.
 
     ``url`` is the ``redis+cluster://`` URL reasonq takes (every node listed; any one would do).
@@ -77,16 +95,8 @@ class LocalCluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
-    def start(self, timeout_s: float = 30) -> LocalCluster:
-        """Start every node, join them, assign slots and replicas; wait until the cluster is ``ok``. Stops
-        every node it started if that fails."""
-        try:
-            return self._start(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, timeout_s: float) -> LocalCluster:
+    def _start(self, timeout_s: float) -> None:
+        """Start every node, join them, assign slots and replicas; wait until the cluster is ``ok``."""
         for node in self.nodes:
             node.start()
         first = self.masters[0].port
@@ -109,7 +119,6 @@ class LocalCluster:
         for i, replica in enumerate(self.replicas):
             _cmd(replica.port, "CLUSTER", "REPLICATE", ids[i % len(self.masters)])
         wait_until(self.healthy, timeout_s=timeout_s, what="cluster state ok")
-        return self
 
     def healthy(self) -> bool:
         """Every live node says the cluster is ``ok``, and every live replica is in sync."""
@@ -142,7 +151,7 @@ sentinel parallel-syncs {service} 1
 """
 
 
-class LocalSentinel:
+class LocalSentinel(_Topology):
     """A primary, ``replicas`` replicas and ``sentinels`` Sentinels watching them as ``service``.
 
     ``url`` is the ``redis+sentinel://`` URL reasonq takes.
@@ -180,15 +189,8 @@ class LocalSentinel:
     def url(self) -> str:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
 
-    def start(self, timeout_s: float = 30) -> LocalSentinel:
-        """Start the servers and the Sentinels; wait until all agree. Stops everything it started if that fails."""
-        try:
-            return self._start(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, timeout_s: float) -> LocalSentinel:
+    def _start(self, timeout_s: float) -> None:
+        """Start the servers and the Sentinels; wait until all agree."""
         for server in self.servers:
             server.start()
         primary = self.servers[0].port
@@ -207,7 +209,6 @@ class LocalSentinel:
                 ).start()
             )
         wait_until(self.healthy, timeout_s=timeout_s, what="sentinels and replicas")
-        return self
 
     def healthy(self) -> bool:
         """Every Sentinel knows the others and every live replica; the server they name is the only primary, and

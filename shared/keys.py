@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from redis.crc import key_slot
 
 PREFIX = "rq:"
+_Item = TypeVar("_Item", bound=tuple[str, Any])
 SHARDS = 16
 _SLOTS = 16_384
 
@@ -43,6 +46,14 @@ SHARD_TAGS = _shard_tags()
 def shard_of(generation_id: str) -> int:
     """The shard a generation's keys live in (a function of its id alone)."""
     return zlib.crc32(generation_id.encode()) % SHARDS
+
+
+def by_shard(items: Iterable[_Item]) -> dict[int, list[_Item]]:
+    """Items whose first element is a generation id, grouped by that generation's shard (one call per shard)."""
+    groups: dict[int, list[_Item]] = {}
+    for item in items:
+        groups.setdefault(shard_of(item[0]), []).append(item)
+    return groups
 
 
 def _gen(generation_id: str) -> str:

@@ -226,14 +226,17 @@ class EventWriter:
         )
         self._seq = self._check(seq)
 
-    async def _write(self, triples: list[EventArgs]) -> None:
-        while True:
-            seq = await self._retrying(
-                lambda: self._store.streams.append(self._generation_id, self._attempt, self._seq, triples)
-            )
-            if seq != HISTORY_LOST:
-                break
+    async def _restoring(self, write: Callable[[], Awaitable[int]]) -> int:
+        """``write`` (retried through outages); when it finds the attempt's history lost, restore it and write
+        again (``write`` reads ``self._seq`` afresh)."""
+        while (seq := await self._retrying(write)) == HISTORY_LOST:
             await self._restore()
+        return seq
+
+    async def _write(self, triples: list[EventArgs]) -> None:
+        seq = await self._restoring(
+            lambda: self._store.streams.append(self._generation_id, self._attempt, self._seq, triples)
+        )
         self.writes += 1
         self._seq = self._check(seq)
         self._written(triples)
@@ -272,15 +275,11 @@ class EventWriter:
         ):
             triples.append(event_args(event))
         outcome = (status, finish_reason, usage, error)
-        while True:
-            seq = await self._retrying(
-                lambda: self._store.streams.finish(
-                    self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
-                )
+        seq = await self._restoring(
+            lambda: self._store.streams.finish(
+                self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
             )
-            if seq != HISTORY_LOST:
-                break
-            await self._restore()
+        )
         self.writes += 1
         if seq == FENCED:
             raise FencedError(f"generation {self._generation_id}: attempt {self.attempt} no longer owns it")

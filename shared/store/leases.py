@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -25,14 +24,6 @@ from reasonq.shared.scripts import load_script
 from reasonq.shared.store._values import server_now_ms, text_or_none
 
 logger = logging.getLogger(__name__)
-
-
-def by_shard(items: Iterable[tuple[str, int]]) -> dict[int, list[tuple[str, int]]]:
-    """``(generation_id, attempt)`` pairs grouped by the shard of their keys (one script call per shard)."""
-    groups: dict[int, list[tuple[str, int]]] = {}
-    for item in items:
-        groups.setdefault(keys.shard_of(item[0]), []).append(item)
-    return groups
 
 
 CLAIM_RESENDS = 3  # a claim whose reply was lost is sent again this many times (same token)
@@ -144,7 +135,7 @@ class Leases:
             )
             return [group[int(i) - 1][0] for i in lost], [group[int(i) - 1][0] for i in cancel]
 
-        replies = await asyncio.gather(*(one(shard, group) for shard, group in by_shard(leases).items()))
+        replies = await asyncio.gather(*(one(shard, group) for shard, group in keys.by_shard(leases).items()))
         return [gid for lost, _ in replies for gid in lost], [gid for _, cancel in replies for gid in cancel]
 
     async def requeue_expired(self, limit: int = 100) -> list[str]:
@@ -184,7 +175,7 @@ class Leases:
             )
             return [gid.decode() for gid in out]
 
-        replies = await asyncio.gather(*(one(shard, group) for shard, group in by_shard(leases).items()))
+        replies = await asyncio.gather(*(one(shard, group) for shard, group in keys.by_shard(leases).items()))
         return [gid for reply in replies for gid in reply]
 
     async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:

@@ -120,10 +120,7 @@ class Records:
                     write(pipe, generation_id, request)
                 await pipe.execute()
 
-        shards: dict[int, list[tuple[str, GenerationCreate]]] = {}
-        for item in items:
-            shards.setdefault(keys.shard_of(item[0]), []).append(item)
-        await asyncio.gather(*(one_shard(group) for group in shards.values()))
+        await asyncio.gather(*(one_shard(group) for group in keys.by_shard(items).values()))
         async with self._redis.pipeline(transaction=False) as pipe:
             index(pipe)
             await pipe.execute()
