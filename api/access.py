@@ -124,3 +124,21 @@ async def _access_of_caller(request: Request, store: GenerationStore, generation
 
 ReadableId = Annotated[str, Depends(readable_generation)]
 OwnedId = Annotated[str, Depends(owned_generation)]
+
+ResponseId = Annotated[str, Path(description="The id returned by POST /v1/responses (the generation's id).")]
+
+
+async def readable_response(
+    request: Request, response_id: ResponseId, store: StoreDep, signer: SignerDep, token: ShareToken = None
+) -> str:
+    """``readable_generation`` for a path that names a response."""
+    return await readable_generation(request, response_id, store, signer, token)
+
+
+async def owned_response(request: Request, response_id: ResponseId, store: StoreDep) -> str:
+    """``owned_generation`` for a path that names a response."""
+    return await owned_generation(request, response_id, store)
+
+
+ReadableResponseId = Annotated[str, Depends(readable_response)]
+OwnedResponseId = Annotated[str, Depends(owned_response)]

@@ -35,6 +35,8 @@ class ErrorBody(BaseModel):
 
 
 _MEANINGS = {
+    400: "The model's provider refused the request (the message quotes it), or an upload is not valid multipart form "
+    "data; retrying the same request will not help",
     401: "No valid API key (send Authorization: Bearer <key>), or an expired share link",
     403: "The key may not use this model",
     404: "No such object (or it expired, or another key owns it), or a model this deployment does not offer",
@@ -98,13 +100,24 @@ def error_response(
 
 
 _PREFIXES = ("Value error, ", "Assertion failed, ")
+# The tags of tagged unions, which pydantic puts in a location after a list index: a message's role, a Responses
+# input item's type (api/responses_schema.py).
+_UNION_TAGS = frozenset({"system", "developer", "user", "assistant", "tool"}) | frozenset(
+    {"message", "function_call", "function_call_output", "reasoning"}
+)
 _NOT_JSON_TYPES = frozenset({"dict_type", "model_attributes_type", "model_type"})
 
 
 def _location(loc: Sequence[Any]) -> str:
     # pydantic names the member of a union it tried (``function-after[_valid_unicode(), str]``,
-    # ``list[TextPart]``): that is the schema's vocabulary, not the user's; only field names and indexes stay.
-    parts = [str(p) for p in loc if isinstance(p, int) or ("[" not in str(p) and "(" not in str(p))]
+    # ``list[TextPart]``, a message's role after its index): that is the schema's vocabulary, not the user's; only
+    # field names and indexes stay.
+    parts = [
+        str(p)
+        for i, p in enumerate(loc)
+        if isinstance(p, int)
+        or ("[" not in str(p) and "(" not in str(p) and not (p in _UNION_TAGS and i and isinstance(loc[i - 1], int)))
+    ]
     if parts and parts[0] in ("body", "query", "header", "path"):
         where, rest = parts[0], parts[1:]
         return f"{where} {'.'.join(rest)}" if rest else where
@@ -116,6 +129,13 @@ def _message(err: dict[str, Any]) -> str:
     for prefix in _PREFIXES:
         message = message.removeprefix(prefix)
     ctx = err.get("ctx") or {}
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        # A message's role picks its fields: say which roles there are, not pydantic's "Input tag ... found".
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        if err["type"] == "union_tag_not_found":
+            return f"needs a {field}"
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"{field} {ctx.get('tag')!r} is not one of {expected}"
     if err.get("type") in ("too_long", "too_short") and isinstance(err.get("input"), str):
         # A length constraint checked after a validator says "items" even for a string.
         bound = "at most" if err["type"] == "too_long" else "at least"
@@ -138,11 +158,16 @@ def _json_syntax(err: dict[str, Any], doc: Any) -> str:
 def _validation_message(errors: Sequence[Any], doc: Any = None) -> tuple[str, list[dict[str, Any]]]:
     """One message naming the first wrong field in the user's words, and every problem in ``details``."""
     by_field: dict[str, list[str]] = {}
-    for err in errors:
+    located = [(err, _location(err.get("loc", ()))) for err in errors]
+    fields = {field for _, field in located}
+    for err, field in located:
         if err.get("type") == "json_invalid":
             message = _json_syntax(err, doc)
             return message, [{"field": "body", "message": message.removeprefix("body: ")}]
-        field = _location(err.get("loc", ()))
+        # A union of a text and a list (``input``, a message's ``content``) whose list member failed inside: "should
+        # be a valid string" at the field itself is noise; the inner problem is the one to name.
+        if str(err.get("type", "")).endswith("_type") and any(f.startswith((field + ".", field + " ")) for f in fields):
+            continue
         text = _message(err)
         if text not in by_field.setdefault(field, []):
             by_field[field].append(text)
@@ -205,6 +230,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
+    if exc.status_code == 400 and "multipart" in str(exc.detail).lower():  # Starlette's form parser
+        message = "body: not valid multipart/form-data (send the file as the form field `file`, with `purpose`)"
+        return error_response(400, "invalid_request", message)
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return error_response(exc.status_code, kind, str(exc.detail), headers)

@@ -33,7 +33,7 @@ def check_request(body: GenerationCreate, settings: Settings, principal: Princip
         raise ApiError(
             422, "invalid_request", f"{prefix}messages: {len(body.messages)} messages; at most {settings.max_messages}"
         )
-    chars = sum(len(m.content) for m in body.messages)
+    chars = sum(len(m.content or "") + len(getattr(m, "thinking", None) or "") for m in body.messages)
     if chars > settings.max_prompt_chars:
         raise ApiError(
             422,

@@ -16,7 +16,7 @@ from reasonq.api.errors import install_error_handlers
 from reasonq.api.hub import Hub
 from reasonq.api.limits import Admission
 from reasonq.api.middleware import RequestLimitMiddleware
-from reasonq.api.routes import batches, generations, health, openai_compat, pages
+from reasonq.api.routes import batches, files, generations, health, openai_compat, pages, responses, webhooks
 from reasonq.api.submission import Submitter
 from reasonq.api.tuning import pin_mmap_threshold, tune_gc
 from reasonq.shared.queue import create_celery
@@ -30,7 +30,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)  # `uvicorn` run directly
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
-    app.state.store = store = GenerationStore(redis, simulated=settings.model_simulated)
+    app.state.store = store = GenerationStore(
+        redis, simulated=settings.model_simulated, notify=bool(settings.webhook_endpoints)
+    )
     app.state.hub = hub = Hub(
         lambda: create_blocking_redis(settings.redis_url, block_ms=settings.hub_block_ms),  # one per reader
         store,
@@ -59,7 +61,11 @@ install_error_handlers(app)
 app.add_middleware(RequestLimitMiddleware, settings=get_settings())
 app.include_router(health.router)
 app.include_router(generations.router)
-app.include_router(openai_compat.router)
+app.include_router(openai_compat.router, prefix="/v1")
+app.include_router(openai_compat.router, include_in_schema=False)  # DeepSeek-style base URLs (no /v1)
+app.include_router(responses.router)
 app.include_router(batches.router)
+app.include_router(files.router)
+app.include_router(webhooks.router)
 app.include_router(pages.router)
 app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

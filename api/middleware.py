@@ -65,6 +65,10 @@ def _error(status: int, kind: str, message: str) -> tuple[dict[str, Any], bytes]
 _FORM = b"application/x-www-form-urlencoded"
 
 
+# Bodies that may be as large as a batch: the batch itself, or its input file uploaded first.
+_UPLOADS = frozenset({"/v1/batches", "/v1/files"})
+
+
 def _form_as_json(scope: Scope) -> Scope:
     """A body sent as curl's ``-d`` default type is read as JSON, what every route here takes (issue 11: the
     README's own ``curl -d`` examples answered "Input should be a valid dictionary"). No route takes forms."""
@@ -88,7 +92,7 @@ class RequestLimitMiddleware:
             await self.app(scope, receive, send)
             return
         settings = self.settings
-        limit = settings.max_batch_body_bytes if scope["path"] == "/v1/batches" else settings.max_body_bytes
+        limit = settings.max_batch_body_bytes if scope["path"] in _UPLOADS else settings.max_body_bytes
         too_large = f"body: larger than {limit} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
@@ -129,7 +133,7 @@ class RequestLimitMiddleware:
             where = f"body {field}" if field else "body"
             await self._reject(send, 422, "invalid_request", f"{where}: a number longer than {INT_MAX_DIGITS} digits")
             return
-        if scope["path"] != "/v1/batches":
+        if scope["path"] not in _UPLOADS:
             scope = _form_as_json(scope)
         replayed = False
 

@@ -7,8 +7,9 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -23,7 +24,7 @@ from reasonq.api.limits import Admission, check_request
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.settings import Settings
-from reasonq.shared.store import Batches, BatchState, GenerationStore
+from reasonq.shared.store import Batches, BatchOptions, BatchState, GenerationStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,7 +63,12 @@ class Submitter:
         self.admission = admission
 
     async def submit(
-        self, body: GenerationCreate, principal: Principal, idempotency_key: str | None, scope: str
+        self,
+        body: GenerationCreate,
+        principal: Principal,
+        idempotency_key: str | None,
+        scope: str,
+        surface: dict[str, Any] | None = None,
     ) -> tuple[str, float]:
         """Check ``body`` against every limit, then create the generation and queue its task; returns its id and
         creation time. Nothing is written when a check fails.
@@ -78,7 +84,7 @@ class Submitter:
         async def create() -> tuple[str, float]:
             await self.admission.admit(principal, generation_id, interactive=True)
             try:
-                return await self._create(body, principal, generation_id)
+                return await self._create(body, principal, generation_id, surface)
             except BaseException:
                 await self.admission.release(principal, generation_id)
                 raise
@@ -87,7 +93,7 @@ class Submitter:
             record = await idempotency.wait_for(lambda: store.records.get(earlier))
             return earlier, record.created_at
 
-        digest = idempotency.body_hash(body.model_dump_json().encode())
+        digest = idempotency.body_hash(body.model_dump_json().encode() + (orjson.dumps(surface) if surface else b""))
         return await self._once(scope, principal, idempotency_key, digest, generation_id, create, existing)
 
     async def submit_batch(
@@ -96,6 +102,7 @@ class Submitter:
         principal: Principal,
         idempotency_key: str | None,
         digest: str,
+        options: BatchOptions,
     ) -> BatchState:
         """Create a batch of already validated lines (``(custom_id, request)``) and queue every task: the same
         path as one generation (admission, idempotency, cleanup when the broker fails), counted as one request
@@ -106,7 +113,7 @@ class Submitter:
         async def create() -> BatchState:
             await self.admission.admit(principal, batch_id, interactive=False)
             try:
-                await self._create_batch(batches, batch_id, items, principal)
+                await self._create_batch(batches, batch_id, items, principal, options)
             except BaseException:
                 await self.admission.release(principal, batch_id)
                 raise
@@ -145,7 +152,9 @@ class Submitter:
         await keys.complete(scope, idempotency_key, self.settings.retention_s)
         return created
 
-    async def _create(self, body: GenerationCreate, principal: Principal, generation_id: str) -> tuple[str, float]:
+    async def _create(
+        self, body: GenerationCreate, principal: Principal, generation_id: str, surface: dict[str, Any] | None
+    ) -> tuple[str, float]:
         """Write the generation and queue its task.
 
         Raises:
@@ -153,7 +162,9 @@ class Submitter:
         """
         settings = self.settings
         created_at = time.time()
-        await self.store.records.create(generation_id, body, created_at, settings.queue_name, principal.name)
+        await self.store.records.create(
+            generation_id, body, created_at, settings.queue_name, principal.name, surface=surface
+        )
         try:
             await run_in_threadpool(
                 self.celery.send_task,
@@ -173,7 +184,12 @@ class Submitter:
         return generation_id, created_at
 
     async def _create_batch(
-        self, batches: Batches, batch_id: str, items: list[tuple[str, GenerationCreate]], principal: Principal
+        self,
+        batches: Batches,
+        batch_id: str,
+        items: list[tuple[str, GenerationCreate]],
+        principal: Principal,
+        options: BatchOptions,
     ) -> None:
         """Write the batch and its generations, then queue every task; on a broker failure remove them all.
 
@@ -184,7 +200,9 @@ class Submitter:
         settings = self.settings
         with_ids = [(custom_id, new_generation_id(), generation) for custom_id, generation in items]
         generation_ids = [gid for _, gid, _ in with_ids]
-        await batches.create(batch_id, with_ids, settings.batch_queue_name, settings.retention_s, None, principal.name)
+        await batches.create(
+            batch_id, with_ids, settings.batch_queue_name, settings.retention_s, options, principal.name
+        )
         try:
             await dispatch_many(self.celery, generation_ids, settings.batch_queue_name)
         except _BROKER_ERRORS as e:

@@ -10,9 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import batch, concurrency, fanout, latency, pipeline, recovery, scale, submit
+from bench import batch, concurrency, fanout, latency, pipeline, providers, recovery, scale, submit, webhooks
 
-SCENARIOS = ("pipeline", "latency", "fanout", "concurrency", "submit", "batch", "redis", "recovery", "scale")
+SCENARIOS = (
+    "pipeline",
+    "latency",
+    "fanout",
+    "concurrency",
+    "submit",
+    "batch",
+    "redis",
+    "recovery",
+    "scale",
+    "providers",
+    "webhooks",
+)
 
 
 def _pipeline(smoke: bool) -> dict[str, Any]:
@@ -133,6 +145,36 @@ def _scale(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _providers(smoke: bool) -> dict[str, Any]:
+    result = providers.run(n=12 if smoke else 60)
+    limited, unlimited = result["limited"], result["unlimited"]
+    print(
+        f"provider limit: {result['generations']} generations of {result['tokens_each']} tokens on a provider limited "
+        f"to {result['limit']} streams, 2 workers"
+    )
+    print(
+        f"  most upstream streams at once {limited['max_upstream_streams']} (limit {result['limit']}); "
+        f"all completed: {limited['completed'] == result['generations']}; "
+        f"slot hand-off gap p50 {limited['handoff_gap_ms']['p50']} ms, p99 {limited['handoff_gap_ms']['p99']} ms; "
+        f"burst {limited['wall_s']} s (ideal {limited['ideal_s']} s)"
+    )
+    print(
+        f"  pickup with a free slot p50 {limited['first_pickup_p50_ms']} ms; "
+        f"same provider without a limit {unlimited['first_pickup_p50_ms']} ms"
+    )
+    return result
+
+
+def _webhooks(smoke: bool) -> dict[str, Any]:
+    result = webhooks.run(one_by_one=5 if smoke else 20, burst=10 if smoke else 50)
+    one, burst = result["one_by_one"], result["burst"]
+    print(
+        f"webhooks (end -> delivered): one at a time p50 {one['p50_ms']:.0f} ms, p99 {one['p99_ms']:.0f} ms; "
+        f"{burst['n']} ending together p50 {burst['p50_ms']:.0f} ms, p99 {burst['p99_ms']:.0f} ms"
+    )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="one short run of each quick scenario (CI)")
@@ -154,6 +196,8 @@ def main() -> int:
         "redis": _redis,
         "recovery": _recovery,
         "scale": _scale,
+        "providers": _providers,
+        "webhooks": _webhooks,
     }
     for name in chosen:
         report[name] = runners[name](args.smoke)

@@ -68,7 +68,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from reasonq.worker.runtime import WorkerRuntime
 
     settings = get_settings()
-    if not settings.model_base_url:
+    if not settings.provider_routes.providers:
         WorkerRuntime(settings)  # raises ConfigurationError with the explanation
     check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)
     queues = args.queues or settings.queue_name

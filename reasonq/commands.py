@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reasonq.client import DEFAULT_URL, Client, ReasonqClientError, StreamEvent
-from reasonq.shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent
+from reasonq.shared.events import ContentEvent, DoneEvent, ReasoningEvent, RestartEvent, StatusEvent, ToolCallEvent
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_UNAUTHORIZED = 1, 2, 3, 4, 5, 6
 _EXIT_BY_STATUS = {"completed": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -97,6 +97,13 @@ def _follow_events(client: Client, generation_id: str, after: int | None) -> Ite
                 out.print("\n")
                 in_answer = True
             out.print(event.delta, end="", markup=False)
+        elif isinstance(event, ToolCallEvent):
+            if event.name is not None:  # a call's first event: its name, then its arguments as they stream
+                out.print(f"\n-> tool call {event.name}", style="cyan", end=" ", markup=False)
+                in_answer = True
+            out.print(event.arguments, end="", markup=False)
+        elif isinstance(event, StatusEvent) and event.status == "queued" and event.reason:
+            err.print(event.reason, style="yellow", markup=False)
         elif isinstance(event, RestartEvent):
             in_answer = False
             out.print()
@@ -242,7 +249,7 @@ def _collect_batch(
                 rate=f"{rate:.1f}/s",
                 description=f"{counts['completed']} ok, {counts['failed']} failed",
             )
-            if batch["status"] in ("completed", "cancelled") and len(written) >= counts["total"]:
+            if batch["status"] in ("completed", "cancelled", "expired") and len(written) >= counts["total"]:
                 break
             time.sleep(args.poll_s)
     state.unlink(missing_ok=True)

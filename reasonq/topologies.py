@@ -17,11 +17,14 @@ SLOTS = 16_384
 MAX_CLUSTER_PORT = 65_535 - 10_000
 
 
-def cluster_port() -> int:
-    """A free port whose cluster-bus port (+10000) is valid and free too."""
+def cluster_port(taken: set[int] | None = None) -> int:
+    """A free port whose cluster-bus port (+10000) is valid and free too, and neither of which is in ``taken``
+    (the ports and bus ports of the nodes chosen before: every port is chosen before any node starts, so "free
+    now" alone let one node's port be another's bus port, and that node exited "Address already in use")."""
+    taken = taken if taken is not None else set()
     while True:
         port = free_port()
-        if port <= MAX_CLUSTER_PORT:
+        if port <= MAX_CLUSTER_PORT and not {port, port + 10_000} & taken:
             try:
                 import socket
 
@@ -72,8 +75,10 @@ class LocalCluster(_Topology):
     def __init__(self, data_dir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2_000) -> None:
         self.masters: list[RedisServer] = []
         self.replicas: list[RedisServer] = []
+        taken: set[int] = set()
         for i in range(masters * (1 + replicas)):
-            port = cluster_port()
+            port = cluster_port(taken)
+            taken |= {port, port + 10_000}
             node = RedisServer(
                 port,
                 data_dir / f"node-{port}",

@@ -160,7 +160,7 @@ class Up:
         self.others.append(redis_server)
         _say(f"redis-server (pid {redis_server.pid}) on {redis_server.url}, data in {self.data_dir / 'redis'}")
         env = {"REASONQ_REDIS_URL": redis_server.url, "REASONQ_BROKER_URL": redis_server.url}
-        if not settings.model_base_url:
+        if not settings.provider_routes.providers:  # no model_base_url, no REASONQ_PROVIDERS: the simulator
             sim_port = free_port()
             sim = self._child("simulator", _python_m("sim", "--port", str(sim_port)), {})
             self.others.append(sim)

@@ -62,6 +62,21 @@ class ContentEvent(_EventBase):
     delta: str
 
 
+class ToolCallEvent(_EventBase):
+    """More of a tool call of the answer: the first event of call ``index`` carries its ``id`` and function ``name``,
+    and every event the next fragment of its JSON ``arguments`` string (join them per index)."""
+
+    type: Literal["tool_call"] = "tool_call"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        """A fragment carries only index and arguments."""
+        return self.model_dump(exclude={"type"}, exclude_none=True)
+
+
 class DoneEvent(_EventBase):
     """The last event of every generation."""
 
@@ -70,9 +85,17 @@ class DoneEvent(_EventBase):
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    system_fingerprint: str | None = None  # the provider's, when it sent one
+
+    def payload(self) -> dict[str, Any]:
+        """The four fields always; ``system_fingerprint`` when there is one."""
+        data = self.model_dump(exclude={"type"})
+        if data["system_fingerprint"] is None:
+            del data["system_fingerprint"]
+        return data
 
 
-AnyEvent = StatusEvent | RestartEvent | ReasoningEvent | ContentEvent | DoneEvent
+AnyEvent = StatusEvent | RestartEvent | ReasoningEvent | ContentEvent | ToolCallEvent | DoneEvent
 Event = Annotated[AnyEvent, Field(discriminator="type")]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -95,22 +118,41 @@ def encode_event(event: AnyEvent) -> tuple[str, bytes]:
 class DeltaKind:
     """A kind of streamed text and how it accumulates: consecutive deltas of one kind are joined into one event
     of type ``name``, and the joined text extends the record's running text in ``text_slot`` (1 the reasoning,
-    2 the content, 0 neither: the event alone carries it). The append scripts follow ``text_slot``, so a new
-    kind (tool-call arguments, say) needs no Lua change."""
+    2 the content, 0 neither: the event alone carries it, 3 a tool call's: the record notes that the attempt began
+    a tool call, which a continued attempt cannot take over). ``index`` is the tool call's, for that kind."""
 
     name: str
-    text_slot: Literal[0, 1, 2]
+    text_slot: Literal[0, 1, 2, 3]
+    index: int | None = None
 
 
 REASONING: Final = DeltaKind("reasoning", 1)
 CONTENT: Final = DeltaKind("content", 2)
+TOOL_SLOT: Final = 3
+_TOOL_KINDS: dict[int, DeltaKind] = {}
 # What a writer sends the append scripts per event: (type, data, text_slot, text).
 EventArgs = tuple[str, bytes, int, str]
 
 
+def tool_call_kind(index: int) -> DeltaKind:
+    """The delta kind of tool call ``index``'s argument fragments (one object per index: writers join by identity)."""
+    kind = _TOOL_KINDS.get(index)
+    if kind is None:
+        kind = _TOOL_KINDS[index] = DeltaKind("tool_call", TOOL_SLOT, index)
+    return kind
+
+
 def delta_args(kind: DeltaKind, text: str) -> EventArgs:
     """The append-script arguments of one joined delta."""
+    if kind.index is not None:
+        return kind.name, orjson.dumps({"index": kind.index, "arguments": text}), kind.text_slot, ""
     return kind.name, encode_delta(text), kind.text_slot, text
+
+
+def tool_call_args(event: ToolCallEvent) -> EventArgs:
+    """The append-script arguments of a tool call's first event (it marks the record like its fragments)."""
+    event_type, data = encode_event(event)
+    return event_type, data, TOOL_SLOT, ""
 
 
 def event_args(event: AnyEvent) -> EventArgs:

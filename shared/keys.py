@@ -103,9 +103,31 @@ def queued_key(shard: int) -> str:
 
 
 def script_keys(generation_id: str) -> list[str]:
-    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then its shard's two indexes."""
+    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then its shard's three indexes
+    (leases, queued, webhook outbox)."""
     shard = shard_of(generation_id)
-    return [*generation_keys(generation_id), leases_key(shard), queued_key(shard)]
+    return [*generation_keys(generation_id), leases_key(shard), queued_key(shard), webhook_due_key(shard)]
+
+
+def webhook_due_key(shard: int) -> str:
+    """Sorted set: one shard's webhook outbox, event ids scored by when their next delivery is due (ms, Redis
+    clock). The generation's end adds its event in the same script (so no end is ever without its event); a
+    deliverer holds an event by moving its score past the attempt; the member goes when every endpoint is done."""
+    return f"{PREFIX}{{{SHARD_TAGS[shard]}}}:webhooks"
+
+
+def webhook_event_key(event_id: str, object_id: str) -> str:
+    """Hash: a webhook event (type, body, owner) and each endpoint's delivery state, in the slot of its object's
+    shard (beside its outbox). Expires after the retention time once written."""
+    return f"{PREFIX}{{{SHARD_TAGS[shard_of(object_id)]}}}:whevt:{event_id}"
+
+
+def webhook_log_key(event_id: str, object_id: str) -> str:
+    """List: a webhook event's delivery attempts (JSON, newest last, the last ``WEBHOOK_LOG_KEPT``)."""
+    return f"{webhook_event_key(event_id, object_id)}:log"
+
+
+WEBHOOK_LOG_KEPT = 100
 
 
 def cancel_channel() -> str:
@@ -158,6 +180,40 @@ def batch_key(batch_id: str) -> str:
 def batch_items_key(batch_id: str) -> str:
     """List: "custom_id<TAB>generation_id" per input line, in input order. Same lifetime as the batch."""
     return f"{PREFIX}batch:{{{batch_id}}}:items"
+
+
+def batches_index_key(owner: str) -> str:
+    """Sorted set: one owner's batch ids scored by creation time (``GET /v1/batches``), newest ``RECENT_KEPT``
+    kept; ids whose batch expired are dropped when a listing meets them."""
+    return f"{PREFIX}batches:{owner}"
+
+
+def batch_ended_key(batch_id: str) -> str:
+    """Set: the batch's generations whose end the webhook deliverer has counted (the batch ends when all have).
+    Same lifetime as the batch."""
+    return f"{PREFIX}batch:{{{batch_id}}}:ended"
+
+
+def batch_deadlines_key() -> str:
+    """Sorted set: batches that send webhooks, scored by the end of their completion window (s), so an expiry is
+    noticed without a read; removed once the batch ended."""
+    return f"{PREFIX}batches:deadlines"
+
+
+def file_key(file_id: str) -> str:
+    """Hash: an uploaded file's metadata (owner, filename, purpose, bytes, created_at). Expires after the
+    retention time, with its content."""
+    return f"{PREFIX}file:{{{file_id}}}"
+
+
+def file_content_key(file_id: str) -> str:
+    """String: an uploaded file's content. Same lifetime as ``file_key``."""
+    return f"{PREFIX}file:{{{file_id}}}:content"
+
+
+def files_index_key(owner: str) -> str:
+    """Sorted set: one owner's file ids scored by upload time (``GET /v1/files``), newest ``RECENT_KEPT`` kept."""
+    return f"{PREFIX}files:{owner}"
 
 
 def workers_key() -> str:
@@ -213,3 +269,26 @@ def metrics_batch_key(batch_id: str) -> str:
 
 
 METRICS_BATCH_TTL_S = 3_600
+
+
+def _provider(name: str) -> str:
+    return f"{PREFIX}{{p:{name}}}:provider"
+
+
+def provider_keys(name: str) -> list[str]:
+    """A provider's capacity keys, all in one slot (its own tag), in the order ``capacity.lua`` takes them:
+
+    - ZSET ``slots``: generations holding one of its concurrent streams, scored by the slot's expiry (ms); the
+      holder's heartbeat extends it, so a lost worker's slot frees itself within a lease;
+    - ZSET ``waiting:i`` / ``waiting:b``: interactive and batch generations waiting for a slot, scored by submission
+      time (ms): the order they start in;
+    - ZSET ``alive``: each waiting generation's liveness expiry (ms), refreshed while its worker waits;
+    - string ``rate``: the rate limiter's theoretical arrival time (ms, GCRA), expiring after a minute idle.
+    """
+    base = _provider(name)
+    return [f"{base}:slots", f"{base}:waiting:i", f"{base}:waiting:b", f"{base}:alive", f"{base}:rate"]
+
+
+def capacity_channel() -> str:
+    """Pub/sub channel: a provider's name, published when one of its slots frees (waiting workers try at once)."""
+    return f"{PREFIX}capacity"

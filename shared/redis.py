@@ -115,7 +115,7 @@ def _client(url: str, *, max_connections: int, socket_timeout_s: float, single: 
         )
         return cast(Redis, cluster)
     if target.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel unannotated
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
             target.hosts, sentinel_kwargs={"socket_timeout": 2, "socket_connect_timeout": 2}, ssl=target.ssl, **common
         )
         return sentinel.master_for(  # type: ignore[no-any-return]
@@ -190,9 +190,9 @@ def _eviction_policies(target: RedisTarget) -> list[str]:
     elif target.kind == "sentinel":
         from redis.sentinel import Sentinel as SyncSentinel
 
-        # redis-py leaves Sentinel and master_for unannotated
-        sentinels = SyncSentinel(target.hosts, sentinel_kwargs=kwargs, ssl=target.ssl, **kwargs, **auth)  # type: ignore[no-untyped-call]
-        primary = sentinels.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call]
+        # redis-py left Sentinel and master_for unannotated before 8.2
+        sentinels = SyncSentinel(target.hosts, sentinel_kwargs=kwargs, ssl=target.ssl, **kwargs, **auth)  # type: ignore[no-untyped-call, unused-ignore]
+        primary = sentinels.master_for(target.service, db=target.db)  # type: ignore[no-untyped-call, unused-ignore]
         try:
             infos = [primary.info("memory")]
         finally:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.providers import DEFAULT_PROVIDER, Profile, ProviderConfig, ProviderRoutes, parse_providers
 from reasonq.shared.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, kombu_broker, parse_redis_url
+from reasonq.shared.webhooks import WebhookEndpoint, parse_webhooks
 
 
 class Settings(BaseSettings):
@@ -44,6 +46,24 @@ class Settings(BaseSettings):
     model_simulated: bool = Field(
         False,
         description="Set by `reasonq up` when it runs the built-in simulator: generations are labelled simulated.",
+    )
+    model_profile: Profile = Field(
+        "generic",
+        description="How model_base_url takes reasoning back on assistant turns: deepseek, vllm, openai, generic.",
+    )
+    model_max_concurrent: int = Field(
+        0, ge=0, description="Most upstream streams to model_base_url at once, over all workers (0 = no limit)."
+    )
+    model_rpm: int = Field(
+        0, ge=0, description="Most generations started per minute on model_base_url, over all workers (0 = no limit)."
+    )
+    model_fallback: str | None = Field(
+        None, description="A provider of REASONQ_PROVIDERS to use when model_base_url fails before the first token."
+    )
+    providers: str = Field(
+        "",
+        description='More providers as JSON: ``{"name": {"base_url": …, "api_key_env": "ENV", "models": […], '
+        '"profile": …, "max_concurrent": N, "rpm": N, "interactive_reserved": N, "fallback": "name"}}``.',
     )
     model_timeout_s: float = Field(600.0, gt=0, description="Upstream read timeout between two chunks.")
     model_connect_timeout_s: float = Field(10.0, gt=0, description="Upstream connect timeout.")
@@ -116,7 +136,27 @@ class Settings(BaseSettings):
     )
     share_ttl_s: int = Field(86_400, gt=0, description="Default lifetime of a share link.")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body (413 above it).")
-    max_batch_body_bytes: int = Field(104_857_600, gt=0, description="Largest POST /v1/batches body (413 above it).")
+    max_batch_body_bytes: int = Field(
+        104_857_600, gt=0, description="Largest POST /v1/batches body and POST /v1/files upload (413 above it)."
+    )
+    batch_window_s: int = Field(
+        86_400,
+        gt=0,
+        description="A batch's completion window (OpenAI's `24h`): lines unfinished after it are cancelled and the "
+        "batch ends `expired`.",
+    )
+    webhooks: str = Field(
+        "",
+        description='Webhook endpoints as JSON: ``[{"url": …, "secret": "whsec_…" | "secret_env": "ENV", '
+        '"events": ["response.completed", …]}]`` (all event types when ``events`` is omitted). Set on API and workers.',
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="A webhook delivery attempt fails after this.")
+    webhook_backoff_s: float = Field(
+        5.0, gt=0, description="First webhook retry delay; doubles each retry (jitter ±20 %), at most an hour."
+    )
+    webhook_retry_for_s: float = Field(
+        86_400.0, gt=0, description="How long an undelivered webhook is retried before it is marked failed."
+    )
     max_messages: int = Field(256, gt=0, description="Most messages in one chat request.")
     max_prompt_chars: int = Field(400_000, gt=0, description="Most characters over all messages of one request.")
     request_read_timeout_s: float = Field(
@@ -134,14 +174,42 @@ class Settings(BaseSettings):
     sim_tokens_per_s: float = Field(40.0, ge=0, description="Simulator token rate; 0 means as fast as possible.")
 
     @property
-    def model_list(self) -> list[str]:
-        """The models this deployment lists: those named in ``models`` (else the default model)."""
+    def _default_models(self) -> list[str]:
         named = [m.strip() for m in self.models.split(",") if m.strip() and m.strip() != "*"]
         return named or [self.default_model]
+
+    @property
+    def model_list(self) -> list[str]:
+        """The models this deployment lists: those named in ``models`` (else the default model), then every model
+        a provider of ``providers`` serves."""
+        own = self._default_models if self.model_base_url or not self.providers.strip() else []
+        return list(dict.fromkeys([*own, *self.provider_routes.models]))
 
     def offers_model(self, model: str) -> bool:
         """Whether a request may name ``model``: one of ``model_list``, or any with ``*`` in ``models``."""
         return model in self.model_list or "*" in (m.strip() for m in self.models.split(","))
+
+    @cached_property
+    def provider_routes(self) -> ProviderRoutes:
+        """Every provider (``model_base_url`` as ``default``, then ``providers``) and which serves each model."""
+        default = None
+        if self.model_base_url:
+            default = ProviderConfig(
+                name=DEFAULT_PROVIDER,
+                base_url=self.model_base_url,
+                api_key=self.model_api_key,
+                profile=self.model_profile,
+                models=self._default_models,
+                max_concurrent=self.model_max_concurrent,
+                rpm=self.model_rpm,
+                fallback=self.model_fallback,
+            )
+        return ProviderRoutes(parse_providers(self.providers, default))
+
+    @cached_property
+    def webhook_endpoints(self) -> tuple[WebhookEndpoint, ...]:
+        """The endpoints of ``webhooks`` (empty: no webhooks; nothing is written for them)."""
+        return parse_webhooks(self.webhooks)
 
     @property
     def effective_broker_url(self) -> str:
@@ -171,6 +239,8 @@ class Settings(BaseSettings):
             )
         if self.broker_is_redis:
             kombu_broker(self.effective_broker_url)
+        _ = self.provider_routes  # raises a ConfigurationError that names the provider and field
+        _ = self.webhook_endpoints  # raises a ConfigurationError that names the entry and field
         return self
 
     @model_validator(mode="after")

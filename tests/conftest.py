@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from reasonq.processes import ManagedProcess, RedisServer, free_port, http_ok, wait_until
+from reasonq.shared.redis import create_redis
+from reasonq.shared.store import GenerationStore
 from reasonq.topologies import LocalCluster
 
 # Shows up in every error path test: it must never leak into events, records or logs.
@@ -55,6 +58,26 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "one-redis":
         return str(request.getfixturevalue("unit_redis_url"))
     return str(request.getfixturevalue("redis_cluster").url)
+
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def with_store(store_url: str) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
+    """Runs ``body(store)`` on a fresh store over ``store_url`` (one server, then a Cluster), closing it after."""
+
+    def run(body: Callable[[GenerationStore], Awaitable[T]]) -> T:
+        async def main() -> T:
+            redis = create_redis(store_url, max_connections=8)
+            try:
+                return await body(GenerationStore(redis))
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -168,6 +168,23 @@ def wait_record(client: httpx.Client, gid: str, predicate: Any, timeout_s: float
     raise AssertionError(f"{gid}: condition not met in {timeout_s} s")
 
 
+def worker_running(workers: list[Any], gid: str, timeout_s: float = 30) -> Any:
+    """The one of ``workers`` (started before the submit) whose log says it started ``gid``'s first attempt.
+
+    A fault test signals the worker that runs the generation; starting the other worker only after the generation
+    began left it racing the generation's end (a loaded CI start took longer than the whole generation, which then
+    completed on attempt 1 before the fault).
+    """
+    needle = f"generation {gid}: attempt 1 started"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if needle in worker.log_path.read_text(errors="replace"):
+                return worker
+        time.sleep(0.02)
+    raise AssertionError(f"{gid}: no worker started it in {timeout_s} s")
+
+
 def reasoning_words(n: int) -> Any:
     """A record predicate: at least ``n`` words of reasoning so far."""
     return lambda record: len(record["reasoning"].split()) >= n

@@ -14,6 +14,7 @@ from reasonq.shared.settings import get_settings
 from reasonq.worker.health import serve_health_forever
 from reasonq.worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
 from reasonq.worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
+from reasonq.worker.webhooks import deliver_webhooks_forever
 
 settings = get_settings()
 app = create_celery(settings, include=["reasonq.worker.tasks"])
@@ -66,6 +67,8 @@ def create_runtime() -> WorkerRuntime:
     """This process's runtime with its background loops (heartbeat, recovery sweep, cancel listener)."""
     runtime = WorkerRuntime(settings, _dispatch, _queue_depth)
     runtime.start_background(renew_leases_forever(runtime), sweep_forever(runtime), listen_for_cancels_forever(runtime))
+    if settings.webhook_endpoints:
+        runtime.start_background(deliver_webhooks_forever(runtime))
     if settings.worker_health_port:
         runtime.start_background(
             serve_health_forever(runtime, settings.worker_health_host, settings.worker_health_port)

@@ -12,21 +12,16 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from reasonq.shared.errors import FencedError, ModelError
-from reasonq.shared.events import (
-    REASONING,
-    TERMINAL_STATUSES,
-    AnyEvent,
-    DeltaKind,
-    RestartEvent,
-    StatusEvent,
-    encode_event,
-)
-from reasonq.shared.stats import Stats
+from reasonq.shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
+from reasonq.shared.providers import ProviderConfig
 from reasonq.shared.store import ClaimTarget, Fence
-from reasonq.worker.model import StreamLimits, build_params, stream_completion
+from reasonq.worker.answer import Answer
+from reasonq.worker.capacity import Slot
+from reasonq.worker.model import StreamLimits, stream_completion
+from reasonq.worker.request import build_params
 from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
 from reasonq.worker.writer import CancelRequested, EventWriter
 
@@ -69,43 +64,6 @@ class _Attempt:
     kept_reasoning: str = ""  # with continue_content: the reasoning the attempt keeps
 
 
-class _Counter:
-    """Counts deltas on their way to the writer (for usage so far when a stream is cut short)."""
-
-    def __init__(self, writer: EventWriter, drop_reasoning: bool, stats: Stats, created_at: float | None) -> None:
-        self.writer = writer
-        self.drop_reasoning = drop_reasoning
-        self.reasoning = 0
-        self.content = 0
-        self._stats = stats
-        self._created_at = created_at  # set while this generation's first token is still to come
-
-    def __call__(self, kind: DeltaKind, text: str) -> None:
-        if kind is REASONING:
-            if self.drop_reasoning:
-                return  # a continuation keeps the first attempt's reasoning trace
-            self.reasoning += 1
-        else:
-            self.content += 1
-        if self._created_at is not None:
-            self._stats.observe("ttft", time.time() - self._created_at)
-            self._created_at = None
-        self._stats.tokens(1)
-        self.writer.add(kind, text)
-
-    @property
-    def tokens(self) -> int:
-        return self.reasoning + self.content
-
-    def usage(self) -> dict[str, Any]:
-        """Usage counted from the deltas received (about one per token), marked as an estimate."""
-        return {
-            "completion_tokens": self.tokens,
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
-            "estimated": True,
-        }
-
-
 def _retry_delay_s(runtime: WorkerRuntime, retry: int, error: ModelError) -> float:
     settings = runtime.settings
     delay = min(settings.provider_backoff_max_s, settings.provider_backoff_s * 2**retry)
@@ -143,8 +101,9 @@ async def _claim(
     if number > 1:
         reason = reason or target.restart_reason or "worker_lost"
         if runtime.settings.resume_strategy == "continue":
-            kept_reasoning, content = await store.records.get_text(generation_id)
-            continue_content = content or None
+            kept_reasoning, content, began_tool_call = await store.records.get_text(generation_id)
+            # A half-written argument list cannot be continued: an attempt lost in a tool call restarts.
+            continue_content = content or None if not began_tool_call else None
         if continue_content is None:
             events.append(RestartEvent(attempt=number, reason=reason))
     claim = await store.leases.claim(
@@ -186,17 +145,53 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome
     if runtime.shutting_down:
         # A draining worker starts nothing: a message it still receives (its own hand-back among them, found
         # by `reasonq up`'s tests) goes back to the queue for another worker, or for this one's next start.
-        await asyncio.sleep(DECLINE_DELAY_S)  # no tight loop if it receives the message again
-        queues = await store.leases.queues_of([generation_id])
-        await runtime.dispatch(generation_id, queues.get(generation_id, ""))
-        logger.info("generation %s: not started (worker shutting down); sent back to its queue", generation_id)
-        return "declined"
+        return await _decline(runtime, generation_id)
     if target.losses >= settings.max_worker_losses:
         return await _give_up(runtime, generation_id, target)
+    model = target.request.model or settings.default_model
+    provider = runtime.providers.route(model)
+    if provider is None:
+        return await _give_up(runtime, generation_id, target, f"no provider serves the model {model!r}")
+
+    async def note_waiting(reason: str, first: bool) -> bool:
+        return await store.capacity.note_waiting(generation_id, reason, first)
+
+    slot = await runtime.gate.acquire(
+        provider,
+        generation_id,
+        batch=target.queue == settings.batch_queue_name,
+        order_ms=int(target.created_at * 1000),
+        on_wait=note_waiting,
+    )
+    if slot == "gone":
+        logger.info("generation %s: stopped waiting for %s (ended or taken)", generation_id, provider.name)
+        return "finished"
+    if slot == "shutdown":
+        return await _decline(runtime, generation_id)
+    try:
+        return await _run_claimed(runtime, generation_id, target, provider, slot)
+    finally:
+        await runtime.gate.release(slot)
+
+
+async def _decline(runtime: WorkerRuntime, generation_id: str) -> Outcome:
+    """Send the generation's task back to its queue (this worker is draining)."""
+    await asyncio.sleep(DECLINE_DELAY_S)  # no tight loop if it receives the message again
+    queues = await runtime.store.leases.queues_of([generation_id])
+    await runtime.dispatch(generation_id, queues.get(generation_id, ""))
+    logger.info("generation %s: not started (worker shutting down); sent back to its queue", generation_id)
+    return "declined"
+
+
+async def _run_claimed(
+    runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, provider: ProviderConfig, slot: Slot
+) -> Outcome:
+    settings = runtime.settings
     attempt = await _claim(runtime, generation_id, target)
     if isinstance(attempt, _Refused):
         logger.info("generation %s: not claimed (%s %s)", generation_id, attempt.outcome, attempt.detail)
         return attempt.outcome
+    slot.owned = True
     if attempt.number == 1:
         runtime.stats.observe("pickup", time.time() - target.created_at)
     writer = _new_writer(runtime, generation_id, attempt)
@@ -215,27 +210,38 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome
         previous.stop("lost")
     runtime.running[generation_id] = running
     try:
-        return await _stream_attempts(runtime, running, target, attempt, writer, limits)
+        return await _stream_attempts(runtime, running, target, attempt, writer, limits, provider, slot)
     finally:
+        if running.fallback_slot is not None:
+            await runtime.gate.release(running.fallback_slot)
         # Only our own entry: an older attempt ending here must not drop a newer one's, whose lease would then go
         # unrenewed and expire under a live worker (issue 12: attempts 2 and 3 were lost that way after an OOM).
         if runtime.running.get(generation_id) is running:
             del runtime.running[generation_id]
 
 
-async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget) -> Outcome:
-    """A poison generation: it lost ``max_worker_losses`` workers; end it failed instead of looping."""
+async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, why: str = "") -> Outcome:
+    """End a generation failed without running it: a poison generation (it lost ``max_worker_losses`` workers,
+    so it ends instead of looping), or one that no provider serves (``why``)."""
     attempt = await _claim(runtime, generation_id, target)
     if isinstance(attempt, _Refused):
         return attempt.outcome
     writer = _new_writer(runtime, generation_id, attempt)  # the settings' outage, not a default (issue 18)
     error = {
-        "type": "too_many_attempts",
-        "message": f"gave up after losing {target.losses} workers while running this generation",
+        "type": "no_provider" if why else "too_many_attempts",
+        "message": why or f"gave up after losing {target.losses} workers while running this generation",
     }
     logger.error("generation %s: %s", generation_id, error["message"])
     await writer.finish("failed", error=error, retention_s=runtime.settings.retention_s)
     return "failed"
+
+
+def _falls_back(e: ModelError) -> bool:
+    """Whether a failure before the first token sends the generation to the provider's fallback: the provider is
+    down or unreachable (5xx, connection error, timeout), not refusing this request."""
+    if e.kind in ("provider_connection", "provider_timeout"):
+        return True
+    return e.kind == "provider_http_error" and (e.status_code or 0) >= 500
 
 
 async def _stream_attempts(
@@ -245,13 +251,16 @@ async def _stream_attempts(
     attempt: _Attempt,
     writer: EventWriter,
     limits: StreamLimits,
+    provider: ProviderConfig,
+    slot: Slot,
 ) -> Outcome:
     settings = runtime.settings
     generation_id = running.generation_id
     model = target.request.model or settings.default_model
     retries = 0
+    fell_back = False
     while True:
-        counter = _Counter(
+        counter = Answer(
             writer,
             drop_reasoning=attempt.continue_content is not None,
             stats=runtime.stats,
@@ -260,14 +269,22 @@ async def _stream_attempts(
         )
         if running.stop_reason is not None:  # asked to stop between two upstream requests
             return await _stopped(runtime, running, writer, counter, running.stop_reason)
-        params = build_params(target.request, model, attempt.continue_content)
+        params = build_params(
+            target.request, provider.upstream_model(model), attempt.continue_content, provider.profile
+        )
+        client = runtime.model_client(provider)
         running.stream_task = asyncio.create_task(
-            stream_completion(runtime.model_client, params, counter, runtime.secrets, limits)
+            stream_completion(client, params, counter, runtime.secrets, limits, counter.tool_call)
         )
         try:
             outcome = await running.stream_task
             await writer.finish(
-                "completed", finish_reason=outcome.finish_reason, usage=outcome.usage, retention_s=settings.retention_s
+                "completed",
+                finish_reason=outcome.finish_reason,
+                usage=outcome.usage,
+                retention_s=settings.retention_s,
+                tool_calls=counter.tool_calls,
+                system_fingerprint=outcome.system_fingerprint,
             )
             logger.info(
                 "generation %s: completed (%s, %d events in %d writes)",
@@ -301,6 +318,22 @@ async def _stream_attempts(
                         retention_s=settings.retention_s,
                     )
                     return "failed"
+                fallback = runtime.providers.fallback_of(provider)
+                if counter.tokens == 0 and fallback is not None and not fell_back and _falls_back(e):
+                    # Before the first token only: once tokens flowed, the text is this provider's (issue 16).
+                    reason = (
+                        f"provider {provider.name} failed before the first token ({e.message}); using {fallback.name}"
+                    )
+                    logger.warning("generation %s: %s", generation_id, reason)
+                    writer.add_event(StatusEvent(status="running", attempt=writer.attempt, reason=reason))
+                    await runtime.gate.release(slot)
+                    slot.fresh = slot.owned = False  # given back: the run's own release is a no-op now
+                    taken = await _fallback_slot(runtime, running, writer, fallback, target)
+                    if taken is None:
+                        return await _stopped(runtime, running, writer, counter, running.stop_reason or "shutdown")
+                    running.fallback_slot = slot = taken
+                    provider, fell_back = fallback, True
+                    continue
                 retries += 1
                 if counter.tokens == 0:
                     delay_s = _retry_delay_s(runtime, retries - 1, e)
@@ -342,8 +375,36 @@ async def _stream_attempts(
                 return "fenced"
 
 
+async def _fallback_slot(
+    runtime: WorkerRuntime,
+    running: RunningGeneration,
+    writer: EventWriter,
+    fallback: ProviderConfig,
+    target: ClaimTarget,
+) -> Slot | None:
+    """A slot of the fallback provider for a claimed generation (it waits like any other: its viewers are told);
+    ``None`` if it was asked to stop meanwhile."""
+
+    async def note(reason: str, first: bool) -> bool:
+        if first:
+            writer.add_event(StatusEvent(status="running", attempt=writer.attempt, reason=reason))
+        return running.stop_reason is None
+
+    taken = await runtime.gate.acquire(
+        fallback,
+        running.generation_id,
+        batch=target.queue == runtime.settings.batch_queue_name,
+        order_ms=int(target.created_at * 1000),
+        on_wait=note,
+    )
+    if isinstance(taken, str):
+        return None
+    taken.owned = True
+    return taken
+
+
 async def _stopped(
-    runtime: WorkerRuntime, running: RunningGeneration, writer: EventWriter, counter: _Counter, reason: str
+    runtime: WorkerRuntime, running: RunningGeneration, writer: EventWriter, counter: Answer, reason: str
 ) -> Outcome:
     """The stream was stopped on purpose: end cancelled, hand back on shutdown, or let go when lost."""
     settings = runtime.settings

@@ -13,13 +13,11 @@ import orjson
 from openai import AsyncOpenAI
 
 from reasonq.shared.errors import ModelError, redact
-from reasonq.shared.events import CONTENT, REASONING, DeltaKind
-from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.events import CONTENT, REASONING, DeltaKind, tool_call_kind
+from reasonq.shared.providers import ProviderConfig
 from reasonq.shared.settings import Settings
 from reasonq.worker.chunks import ProviderStreamError, iter_chunks
 
-# Request fields passed to the provider when the client set them.
-_OPTIONAL_PARAMS = ("max_tokens", "temperature", "top_p", "reasoning_effort", "stop", "seed")
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
@@ -29,6 +27,7 @@ class StreamOutcome:
 
     finish_reason: str | None
     usage: dict[str, Any] | None
+    system_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +38,13 @@ class StreamLimits:
     deadline: float
 
 
-def create_model_client(settings: Settings) -> AsyncOpenAI:
-    """One client per worker process (call it inside the process's event loop).
+# A tool call's first fragment: (index, id, function name, arguments so far).
+ToolCallStart = Callable[[int, str | None, str | None, str], None]
+
+
+def create_model_client(settings: Settings, provider: ProviderConfig | None = None) -> AsyncOpenAI:
+    """One client per provider per worker process (call it inside the process's event loop); ``provider``
+    defaults to the settings' own (``model_base_url``).
 
     It pools connections to the provider (up to 1,000, the SDK's default) over the SDK's aiohttp transport:
     with hundreds of concurrent streams, each token is one small read, and aiohttp's C parser costs about half
@@ -49,9 +53,11 @@ def create_model_client(settings: Settings) -> AsyncOpenAI:
     after tokens were streamed.
     """
     timeout = openai.Timeout(settings.model_timeout_s, connect=settings.model_connect_timeout_s)
+    base_url = provider.base_url if provider is not None else settings.model_base_url
+    api_key = (provider.api_key if provider is not None else settings.model_api_key).get_secret_value()
     return AsyncOpenAI(
-        base_url=settings.model_base_url,
-        api_key=settings.model_api_key.get_secret_value() or "unset",
+        base_url=base_url,
+        api_key=api_key or "unset",
         max_retries=0,
         timeout=timeout,
         http_client=openai.DefaultAioHttpClient(timeout=timeout),
@@ -108,32 +114,19 @@ def _model_error(e: Exception, secrets: list[str]) -> ModelError:
     return ModelError("provider_error", redact(f"{type(e).__name__}: {e}", secrets))
 
 
-def build_params(request: GenerationCreate, model: str, continue_content: str | None) -> dict[str, Any]:
-    """The chat-completions request for one attempt.
-
-    With ``continue_content``, the partial answer is sent back as a trailing assistant message that the model
-    continues: DeepSeek's chat prefix completion (``"prefix": true`` on the message) and vLLM's
-    ``continue_final_message`` both read it.
-    """
-    params: dict[str, Any] = {
-        name: getattr(request, name) for name in _OPTIONAL_PARAMS if getattr(request, name) is not None
-    }
-    messages: list[dict[str, Any]] = [m.model_dump() for m in request.messages]
-    if continue_content:
-        messages.append({"role": "assistant", "content": continue_content, "prefix": True})
-        params["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-    params |= {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
-    return params
-
-
 async def stream_completion(
     client: AsyncOpenAI,
     params: dict[str, Any],
     on_delta: Callable[[DeltaKind, str], None],
     secrets: list[str],
     limits: StreamLimits,
+    on_tool_call: ToolCallStart | None = None,
 ) -> StreamOutcome:
     """Stream one completion, calling ``on_delta(kind, text)`` for each reasoning or content delta.
+
+    A tool call's first fragment goes to ``on_tool_call(index, id, name, arguments)``; its later argument fragments
+    to ``on_delta(tool_call_kind(index), text)`` (a provider that repeats the id or name on later fragments is
+    read the same way).
 
     The SDK builds, authenticates and sends the request and raises for an error status; the body is read by
     ``worker.chunks`` (40x less CPU per token than the SDK's per-chunk models). DeepSeek sends the reasoning
@@ -148,6 +141,8 @@ async def stream_completion(
     loop = asyncio.get_running_loop()
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    fingerprint: str | None = None
+    calls_started: set[int] = set()
     try:
         async with asyncio.timeout(min(limits.deadline, loop.time() + limits.stall_timeout_s)) as budget:
             async with client.chat.completions.with_streaming_response.create(**params) as response:
@@ -155,6 +150,8 @@ async def stream_completion(
                     budget.reschedule(min(limits.deadline, loop.time() + limits.stall_timeout_s))
                     if chunk.get("usage"):
                         usage = chunk["usage"]
+                    if fingerprint is None and isinstance(chunk.get("system_fingerprint"), str):
+                        fingerprint = chunk["system_fingerprint"][:200]
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -163,6 +160,18 @@ async def stream_completion(
                         content = delta.get("content")
                         if content:
                             on_delta(CONTENT, content)
+                        for position, call in enumerate(delta.get("tool_calls") or ()):
+                            index = call.get("index", position)
+                            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                                index = position
+                            function = call.get("function") or {}
+                            arguments = function.get("arguments") or ""
+                            if index not in calls_started:
+                                calls_started.add(index)
+                                if on_tool_call is not None:
+                                    on_tool_call(index, call.get("id"), function.get("name"), arguments)
+                            elif arguments:
+                                on_delta(tool_call_kind(index), arguments)
                         if choice.get("finish_reason") is not None:
                             finish_reason = choice["finish_reason"]
     except TimeoutError as e:
@@ -173,4 +182,4 @@ async def stream_completion(
         raise _model_error(e, secrets) from e
     if finish_reason is None:
         raise ModelError("provider_stream_incomplete", "provider stream ended without a finish reason", retryable=True)
-    return StreamOutcome(finish_reason=finish_reason, usage=usage)
+    return StreamOutcome(finish_reason=finish_reason, usage=usage, system_fingerprint=fingerprint)

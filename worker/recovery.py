@@ -37,6 +37,7 @@ async def renew_leases_forever(runtime: WorkerRuntime) -> None:
         try:
             await runtime.store.presence.beat(runtime.worker_id, runtime.queues)
             lost, cancel = await runtime.store.leases.renew(leases, runtime.lease_ttl_ms)
+            await runtime.store.capacity.renew(runtime.gate.held(), runtime.lease_ttl_ms)
             runtime.last_beat_at = time.monotonic()
             await runtime.stats.flush(runtime.redis)
         except (RedisError, OSError) as e:
@@ -90,16 +91,20 @@ async def sweep_once(runtime: WorkerRuntime) -> list[str]:
 
 
 async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
-    """Stop a local generation the moment its cancel is published (no per-token cost)."""
+    """Stop a local generation the moment its cancel is published (no per-token cost), and wake the generations
+    waiting for a provider the moment one of its slots frees."""
     backoff = Backoff()
     while True:
         pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(keys.cancel_channel())
+            await pubsub.subscribe(keys.cancel_channel(), keys.capacity_channel())
             backoff.reset()
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is None:
+                    continue
+                if message["channel"] == keys.capacity_channel().encode():
+                    runtime.gate.wake(message["data"].decode())
                     continue
                 generation_id = message["data"].decode()
                 running = runtime.running.get(generation_id)
@@ -110,4 +115,4 @@ async def listen_for_cancels_forever(runtime: WorkerRuntime) -> None:
             logger.warning("cancel listener lost Redis (%s); reconnecting", e)
             await backoff.sleep()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2

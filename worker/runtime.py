@@ -23,10 +23,12 @@ from redis.asyncio import Redis
 
 from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.errors import ConfigurationError
+from reasonq.shared.providers import ProviderConfig
 from reasonq.shared.redis import create_redis
 from reasonq.shared.settings import Settings, get_settings
 from reasonq.shared.stats import Stats
 from reasonq.shared.store import GenerationStore
+from reasonq.worker.capacity import ProviderGate, Slot
 from reasonq.worker.model import create_model_client
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class RunningGeneration:
     attempt: int
     stream_task: asyncio.Task[Any] | None = None
     stop_reason: str | None = None
+    fallback_slot: Slot | None = None  # a slot of the fallback provider it moved to
 
     def stop(self, reason: str) -> None:
         """Stop the upstream stream (``cancel``, ``shutdown`` or ``lost``); the first reason wins."""
@@ -62,7 +65,7 @@ class WorkerRuntime:
     """Clients and background tasks shared by the generations of one worker process.
 
     Args:
-        settings: the process settings; ``model_base_url`` must be set.
+        settings: the process settings; a provider must be set (``model_base_url`` or ``providers``).
         dispatch: sends a generation's task to a queue (blocking; run in a thread).
         queue_depth: the number of messages waiting in a queue, or ``None`` if unknown.
     """
@@ -73,17 +76,18 @@ class WorkerRuntime:
         dispatch: Callable[[str, str], None] | None = None,
         queue_depth: Callable[[str], int | None] | None = None,
     ) -> None:
-        if not settings.model_base_url:
+        if not settings.provider_routes.providers:
             raise ConfigurationError(
-                "REASONQ_MODEL_BASE_URL is not set: point it at an OpenAI-compatible endpoint "
-                "(or run `reasonq up`, which starts the simulator)"
+                "REASONQ_MODEL_BASE_URL is not set: point it at an OpenAI-compatible endpoint, or configure "
+                "REASONQ_PROVIDERS (or run `reasonq up`, which starts the simulator)"
             )
         self.settings = settings
         self.pid = os.getpid()
         self.worker_id = f"{socket.gethostname()}:{self.pid}"
         self.running: dict[str, RunningGeneration] = {}
         self.queues: tuple[str, ...] = ()  # the Celery queues this process consumes (named in its heartbeats)
-        self.secrets = [settings.model_api_key.get_secret_value()]
+        self.providers = settings.provider_routes
+        self.secrets = [s for s in (settings.model_api_key.get_secret_value(), *self.providers.secrets()) if s]
         self.shutting_down = False
         self.stats = Stats()
         self.last_beat_at: float | None = None  # monotonic time of the last heartbeat Redis took
@@ -96,7 +100,8 @@ class WorkerRuntime:
         self.redis: Redis = self.run(self._make_redis())
         self.batcher = ScriptBatcher(self.redis)
         self.store = GenerationStore(self.redis, self.batcher)
-        self.model_client: AsyncOpenAI = self.run(self._make_model_client())
+        self.gate = ProviderGate(self.store, self.lease_ttl_ms, lambda: self.shutting_down)
+        self._model_clients: dict[str, AsyncOpenAI] = {}
         self._background: list[concurrent.futures.Future[None]] = []
 
     def note_redis_failure(self) -> None:
@@ -115,8 +120,12 @@ class WorkerRuntime:
     async def _make_redis(self) -> Redis:
         return create_redis(self.settings.redis_url, max_connections=self.settings.redis_max_connections)
 
-    async def _make_model_client(self) -> AsyncOpenAI:
-        return create_model_client(self.settings)
+    def model_client(self, provider: ProviderConfig) -> AsyncOpenAI:
+        """The process's client of ``provider`` (made on first use, on the runtime's loop)."""
+        client = self._model_clients.get(provider.name)
+        if client is None:
+            client = self._model_clients[provider.name] = create_model_client(self.settings, provider)
+        return client
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -185,7 +194,8 @@ class WorkerRuntime:
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
-            await self.model_client.close()
+            for client in self._model_clients.values():
+                await client.close()
             await self.redis.aclose()
 
         try:

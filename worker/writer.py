@@ -31,15 +31,18 @@ from reasonq.shared.errors import FencedError, ReasonqError
 from reasonq.shared.events import (
     CONTENT,
     REASONING,
+    TOOL_SLOT,
     AnyEvent,
     DeltaKind,
     DoneEvent,
     EventArgs,
     RestartEvent,
     StatusEvent,
+    ToolCallEvent,
     delta_args,
     encode_event,
     event_args,
+    tool_call_args,
 )
 from reasonq.shared.store import Fence, GenerationStore
 
@@ -94,6 +97,7 @@ class EventWriter:
         self._lease_ttl_ms = lease_ttl_ms
         # The attempt's text as written so far, per text slot (1 reasoning, 2 content): what a restore writes again.
         self._text: dict[int, list[str]] = {REASONING.text_slot: [text[0]], CONTENT.text_slot: [text[1]]}
+        self._tool_events: list[tuple[str, bytes]] = []  # the attempt's tool-call events, written again by a restore
         self._base_interval_s = interval_s
         self._max_interval_s = max(interval_s, max_interval_s if max_interval_s is not None else interval_s)
         self._interval_s = interval_s
@@ -134,10 +138,11 @@ class EventWriter:
         self._wakeup.set()
 
     def add_event(self, event: AnyEvent) -> None:
-        """Queue a non-delta event (a retry status, for instance), in order with the deltas."""
+        """Queue a non-delta event (a retry status, a tool call's first event), in order with the deltas."""
         if self._error is not None:
             raise self._error
-        self._pending.append((None, [], event_args(event)))
+        args = tool_call_args(event) if isinstance(event, ToolCallEvent) else event_args(event)
+        self._pending.append((None, [], args))
         self._wakeup.set()
 
     def _take_pending(self) -> list[EventArgs]:
@@ -201,9 +206,11 @@ class EventWriter:
         return seq
 
     def _written(self, triples: list[EventArgs]) -> None:
-        for _, _, slot, text in triples:
+        for event_type, data, slot, text in triples:
             if slot in self._text:
                 self._text[slot].append(text)
+            elif slot == TOOL_SLOT:
+                self._tool_events.append((event_type, data))
 
     async def _restore(self) -> None:
         """Write the attempt's history again after this Redis lost part of it (see the module's docstring)."""
@@ -219,6 +226,7 @@ class EventWriter:
             for start in range(0, len(text), MAX_EVENT_CHARS):
                 event_type, data, _, _ = delta_args(kind, text[start : start + MAX_EVENT_CHARS])
                 events.append((event_type, data))
+        events += self._tool_events
         seq = await self._retrying(
             lambda: self._store.streams.restore(
                 self._generation_id, self._attempt, self._seq, self._lease_ttl_ms, (reasoning, content), events
@@ -263,21 +271,37 @@ class EventWriter:
         error: dict[str, Any] | None = None,
         *,
         retention_s: int,
+        tool_calls: list[dict[str, Any]] | None = None,
+        system_fingerprint: str | None = None,
     ) -> None:
-        """Write what is pending, the final ``status`` and the ``done`` event, and start the retention clock."""
+        """Write what is pending, the final ``status`` and the ``done`` event, record the answer's complete
+        ``tool_calls`` and the provider's ``system_fingerprint``, and start the retention clock."""
         await self._stop()
         if isinstance(self._error, FencedError):
             raise self._error
         triples = self._take_pending()
         for event in (
             StatusEvent(status=status, attempt=self.attempt),
-            DoneEvent(status=status, finish_reason=finish_reason, usage=usage, error=error),
+            DoneEvent(
+                status=status,
+                finish_reason=finish_reason,
+                usage=usage,
+                error=error,
+                system_fingerprint=system_fingerprint,
+            ),
         ):
             triples.append(event_args(event))
         outcome = (status, finish_reason, usage, error)
         seq = await self._restoring(
             lambda: self._store.streams.finish(
-                self._generation_id, self._attempt, self._seq, retention_s, outcome, triples
+                self._generation_id,
+                self._attempt,
+                self._seq,
+                retention_s,
+                outcome,
+                triples,
+                tool_calls,
+                system_fingerprint,
             )
         )
         self.writes += 1

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reasonq.api import idempotency
 from reasonq.api.auth import Principal, PrincipalDep
@@ -23,29 +23,41 @@ from reasonq.api.deps import SettingsDep, StoreDep, SubmitterDep
 from reasonq.api.errors import ApiError, error_responses
 from reasonq.api.idempotency import IdempotencyKey
 from reasonq.api.limits import check_request
-from reasonq.api.schemas import BatchPublic, ChatCompletionRequest
+from reasonq.api.schemas import BatchList, BatchPublic, ChatCompletionRequest
 from reasonq.api.sse import StreamResponse
 from reasonq.shared.events import sse_frame
-from reasonq.shared.schemas import GenerationCreate
+from reasonq.shared.schemas import GenerationCreate, Metadata
 from reasonq.shared.settings import Settings
-from reasonq.shared.store import BatchState, GenerationStore
+from reasonq.shared.store import BatchOptions, BatchState, GenerationStore
+from reasonq.shared.store.batches import ENDED
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 # No pattern: an id that cannot exist is a 404 like any unknown id, not a 422 about a regex (issue 11).
 BatchId = Annotated[str, Path(description="The id returned by POST /v1/batches.")]
 
 
-def _lines(raw: bytes, content_type: str) -> list[Any]:
+def _lines(raw: bytes, content_type: str) -> list[Any] | dict[str, Any]:
+    """The batch lines of a body, or the OpenAI-style request that names an uploaded input file."""
     if "json" in content_type and "jsonl" not in content_type and "ndjson" not in content_type:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise ApiError(422, "invalid_request", f"body: not valid JSON ({e})") from e
+        if isinstance(data, dict) and "input_file_id" in data:
+            return data
         if isinstance(data, dict):
             data = data.get("requests", data.get("input"))
         if not isinstance(data, list):
-            raise ApiError(422, "invalid_request", 'body: a JSON list of batch lines (or {"requests": [...]})')
+            raise ApiError(
+                422,
+                "invalid_request",
+                'body: a JSON list of batch lines, {"requests": [...]} or {"input_file_id": ...}',
+            )
         return data
+    return _jsonl(raw)
+
+
+def _jsonl(raw: bytes) -> list[Any]:
     out = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if line.strip():
@@ -106,47 +118,127 @@ _BATCH_LINE_SCHEMA = {
         },
     },
 }
+_FROM_FILE_SCHEMA = {
+    "type": "object",
+    "required": ["input_file_id", "endpoint", "completion_window"],
+    "properties": {
+        "input_file_id": {"type": "string", "description": "A file uploaded with purpose=batch (POST /v1/files)."},
+        "endpoint": {"type": "string", "enum": ["/v1/chat/completions"]},
+        "completion_window": {"type": "string", "enum": ["24h"]},
+        "metadata": {
+            "type": "object",
+            "maxProperties": 16,
+            "additionalProperties": {"type": "string", "maxLength": 512},
+        },
+    },
+    "additionalProperties": False,
+}
 _BATCH_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/jsonl": {"schema": {"type": "string", "description": "One batch line (JSON) per line"}},
-            "application/json": {"schema": {"type": "array", "minItems": 1, "items": _BATCH_LINE_SCHEMA}},
+            "application/json": {
+                "schema": {"oneOf": [{"type": "array", "minItems": 1, "items": _BATCH_LINE_SCHEMA}, _FROM_FILE_SCHEMA]}
+            },
         },
     }
 }
+
+
+class BatchFromFile(BaseModel):
+    """OpenAI's ``batches.create`` body: the lines are an uploaded file's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: Annotated[str, Field(min_length=1, max_length=200)]
+    endpoint: Literal["/v1/chat/completions"]
+    completion_window: Literal["24h"]
+    metadata: Metadata | None = None
+
+
+async def _from_file(
+    body: dict[str, Any], store: GenerationStore, principal: Principal
+) -> tuple[list[Any], BatchFromFile]:
+    try:
+        request = BatchFromFile.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ApiError(422, "invalid_request", f"body {field}: {first['msg']}") from e
+    meta = await store.files.get(request.input_file_id, principal.name)
+    content = await store.files.content(request.input_file_id, principal.name) if meta is not None else None
+    if meta is None or content is None:
+        raise ApiError(
+            404, "not_found", f"body input_file_id: no file {request.input_file_id!r} (upload it to /v1/files)"
+        )
+    if meta.purpose != "batch":
+        raise ApiError(
+            422, "invalid_request", f"body input_file_id: the file's purpose is {meta.purpose!r}, not 'batch'"
+        )
+    return _jsonl(content), request
 
 
 @router.post(
     "",
     status_code=200,
     response_model=BatchPublic,
-    responses=error_responses(401, 403, 409, 413, 415, 422, 429, 503),
+    responses=error_responses(401, 403, 404, 409, 413, 415, 422, 429, 503),
     openapi_extra=_BATCH_BODY,
 )
 async def create_batch(
     request: Request,
     principal: PrincipalDep,
     submitter: SubmitterDep,
+    store: StoreDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchPublic:
-    """Validate every line, then create one generation per line on the batch queue.
+    """Validate every line, then create one generation per line on the batch queue. The lines are the body
+    (JSONL or a JSON list) or, as OpenAI's SDK sends it, ``{"input_file_id", "endpoint", "completion_window"}``
+    naming a file uploaded with ``purpose=batch``.
 
     A batch counts as one request against the key's per-minute limit; its generations run on the batch queue's
     own workers and do not count against the key's concurrency limit.
     """
     raw = await request.body()
-    items = _validate(_lines(raw, request.headers.get("content-type", "")), settings, principal)
-    state = await submitter.submit_batch(items, principal, idempotency_key, idempotency.body_hash(raw))
+    lines = _lines(raw, request.headers.get("content-type", ""))
+    options = BatchOptions(window_s=settings.batch_window_s)
+    if isinstance(lines, dict):
+        lines, from_file = await _from_file(lines, store, principal)
+        options = BatchOptions(settings.batch_window_s, from_file.input_file_id, metadata=from_file.metadata)
+    items = _validate(lines, settings, principal)
+    state = await submitter.submit_batch(items, principal, idempotency_key, idempotency.body_hash(raw), options)
     return BatchPublic.model_validate(state.to_dict())
+
+
+@router.get("", response_model=BatchList, responses=error_responses(401, 422, 503))
+async def list_batches(
+    store: StoreDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first.")] = 20,
+    after: Annotated[str | None, Query(max_length=200, description="The last id of the previous page.")] = None,
+) -> BatchList:
+    """The caller's batches, newest first (OpenAI's cursor page: ``has_more``, then ``after=<last_id>``)."""
+    states, more = await store.batches.list(principal.name, limit, after)
+    data = [
+        BatchPublic.model_validate(
+            (await _batch(store, s.id, settings.retention_s) if s.status not in ENDED else s).to_dict()
+        )
+        for s in states
+    ]
+    return BatchList(
+        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=more
+    )
 
 
 def _no_batch() -> ApiError:
     return ApiError(404, "not_found", "no batch with this id")
 
 
-async def _batch(store: GenerationStore, batch_id: str) -> BatchState:
+async def _batch(store: GenerationStore, batch_id: str, retention_s: int) -> BatchState:
+    await store.batches.expire_if_due(batch_id, retention_s)
     state = await store.batches.get(batch_id)
     if state is None:
         raise _no_batch()
@@ -164,9 +256,9 @@ OwnedBatchId = Annotated[str, Depends(owned_batch)]
 
 
 @router.get("/{batch_id}", response_model=BatchPublic, responses=error_responses(401, 404, 422, 503))
-async def get_batch(batch_id: OwnedBatchId, store: StoreDep) -> BatchPublic:
+async def get_batch(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> BatchPublic:
     """The batch, with request counts as of now."""
-    return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
+    return BatchPublic.model_validate((await _batch(store, batch_id, settings.retention_s)).to_dict())
 
 
 @router.get(
@@ -185,7 +277,7 @@ async def batch_results(batch_id: OwnedBatchId, store: StoreDep) -> StreamingRes
 async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> BatchPublic:
     """Cancel every request of the batch that has not finished."""
     await store.batches.cancel(batch_id, settings.retention_s)
-    return BatchPublic.model_validate((await _batch(store, batch_id)).to_dict())
+    return BatchPublic.model_validate((await _batch(store, batch_id, settings.retention_s)).to_dict())
 
 
 @router.get(
@@ -195,16 +287,16 @@ async def cancel_batch(batch_id: OwnedBatchId, store: StoreDep, settings: Settin
         **error_responses(401, 404, 422, 503),
     },
 )
-async def batch_events(batch_id: OwnedBatchId, store: StoreDep) -> StreamResponse:
+async def batch_events(batch_id: OwnedBatchId, store: StoreDep, settings: SettingsDep) -> StreamResponse:
     """SSE: a ``progress`` event whenever the counts change, then ``done`` with the final batch."""
 
     async def progress() -> AsyncIterator[bytes]:
         last = None
         n = 0
         while True:
-            state = await _batch(store, batch_id)
+            state = await _batch(store, batch_id, settings.retention_s)
             data = orjson.dumps(state.to_dict())
-            final = state.status in ("completed", "cancelled")
+            final = state.status in ENDED
             if data != last or final:
                 n += 1
                 yield sse_frame(data, "done" if final else "progress", n)

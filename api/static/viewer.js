@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   status: "connecting", attempt: 0, reasoning: "", content: "", reasoningDeltas: 0, contentDeltas: 0,
   usage: null, error: null, startedAt: null, finishedAt: null, done: false, model: "", simulated: false,
-  messages: null, open: false,
+  messages: null, open: false, toolCalls: [],
 };
 let renderQueued = false;
 
@@ -41,6 +41,13 @@ function render() {
   $("reasoning-pane").hidden = !state.reasoning;
   $("answer").replaceChildren(renderMarkdown(state.content));
   $("answer").hidden = !state.content;
+  // Tool calls: the function's name and its JSON arguments as they stream, as text (never HTML).
+  $("tool-calls").replaceChildren(...state.toolCalls.filter(Boolean).map((call) => {
+    const row = document.createElement("pre");
+    row.textContent = `${call.name}(${call.arguments})`;
+    return row;
+  }));
+  $("tool-calls").hidden = !state.toolCalls.length;
   const error = $("error");
   error.hidden = !state.error;
   error.textContent = state.error ? `${state.error.type}: ${state.error.message}` : "";
@@ -111,9 +118,16 @@ function subscribe() {
   });
   onEvent("reasoning", (d) => { state.reasoning += d.delta; state.reasoningDeltas++; });
   onEvent("content", (d) => { state.content += d.delta; state.contentDeltas++; });
+  onEvent("tool_call", (d) => {
+    const call = state.toolCalls[d.index] ?? (state.toolCalls[d.index] = { name: "", arguments: "" });
+    if (d.name !== undefined) call.name = d.name;
+    call.arguments += d.arguments || "";
+    state.contentDeltas++;
+  });
   onEvent("restart", (d) => {
     // The contract: a new attempt starts the text again; never show two attempts' text mixed.
     state.reasoning = ""; state.content = ""; state.reasoningDeltas = 0; state.contentDeltas = 0;
+    state.toolCalls = [];
     state.attempt = d.attempt;
   });
   onEvent("done", (d) => {

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from reasonq.simulator.script import Script, build_script
+from reasonq.simulator.script import Script, argument_pieces, build_script
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,22 @@ class _ChunkEncoder:
         delta = {field: text, other: None}
         return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
+    def tool_call(self, call: dict[str, Any]) -> bytes:
+        """One ``delta.tool_calls`` fragment (``call`` as OpenAI streams it: index, and id/type/name first)."""
+        delta = {"content": None, "tool_calls": [call]}
+        return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+
+def _tool_fragments(script: Script) -> list[dict[str, Any]]:
+    """Each tool call as OpenAI streams it: the first fragment with id, type, name and empty arguments, then the
+    arguments in pieces."""
+    out: list[dict[str, Any]] = []
+    for index, call in enumerate(script.tool_calls):
+        head = {"name": call["function"]["name"], "arguments": ""}
+        out.append({"index": index, "id": call["id"], "type": "function", "function": head})
+        out += [{"index": index, "function": {"arguments": piece}} for piece in argument_pieces(call)]
+    return out
+
 
 class _Stats:
     """What the simulator saw, for tests: requests, completed streams, and streams the client dropped."""
@@ -79,6 +95,9 @@ class _Stats:
     def __init__(self) -> None:
         self.requests = 0
         self.completed = 0
+        self.active = 0  # streams open now
+        self.max_active = 0  # the most open at once (tests of providers' concurrency limits)
+        self.bodies: list[dict[str, Any]] = []  # the last request bodies received (tests of the exact request)
         self.disconnects: list[str] = []
         self.by_digest: dict[str, int] = {}
         self.emitted: dict[str, list[float]] = {}  # label -> emission time of each token (sim:record=1)
@@ -87,6 +106,9 @@ class _Stats:
         return {
             "requests": self.requests,
             "completed": self.completed,
+            "active": self.active,
+            "max_active": self.max_active,
+            "bodies": self.bodies,
             "disconnects": self.disconnects[-1000:],
             "emitted": self.emitted,
         }
@@ -103,6 +125,8 @@ async def _stream(
     leaked: str = "",
 ) -> AsyncIterator[bytes]:
     finished = False
+    stats.active += 1
+    stats.max_active = max(stats.max_active, stats.active)
     stamps: list[float] | None = None
     if script.directives.record:
         while len(stats.emitted) >= 100:
@@ -117,6 +141,7 @@ async def _stream(
         finished = True  # dropped on purpose, not by the client
         raise
     finally:
+        stats.active -= 1
         if not finished:
             stats.disconnects.append(label)  # the client closed the stream before the end
 
@@ -134,7 +159,8 @@ async def _chunks(
     d = script.directives
     first = {"role": "assistant", "content": None, "reasoning_content": ""}
     yield enc.chunk([{"index": 0, "delta": first, "logprobs": None, "finish_reason": None}])
-    tokens = [("reasoning_content", t) for t in script.reasoning] + [("content", t) for t in script.content]
+    tokens: list[tuple[str, Any]] = [("reasoning_content", t) for t in script.reasoning]
+    tokens += [("content", t) for t in script.content] + [("tool_call", c) for c in _tool_fragments(script)]
     start = time.monotonic()
     pending: list[bytes] = []
     for i, (field, text) in enumerate(tokens):
@@ -152,7 +178,7 @@ async def _chunks(
                 pending = []
             await asyncio.sleep(d.stall_s)
             start = time.monotonic() - (i / rate if rate > 0 else 0)
-        pending.append(enc.token(field, text))
+        pending.append(enc.tool_call(text) if field == "tool_call" else enc.token(field, text))
         if stamps is not None:
             stamps.append(time.time())
         if rate > 0:
@@ -184,8 +210,9 @@ def _completion(script: Script, model: str) -> dict[str, Any]:
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": "".join(script.content),
+                    "content": "".join(script.content) if script.content or not script.tool_calls else None,
                     "reasoning_content": "".join(script.reasoning),
+                    **({"tool_calls": script.tool_calls} if script.tool_calls else {}),
                 },
                 "logprobs": None,
                 "finish_reason": script.finish_reason,
@@ -209,6 +236,7 @@ def create_app(tokens_per_s: float) -> Starlette:
         script = build_script(body)
         d = script.directives
         stats.requests += 1
+        stats.bodies = [*stats.bodies[-49:], body]
         seen = stats.by_digest[script.digest] = stats.by_digest.get(script.digest, 0) + 1
         faulty = d.fail_times is None or seen <= d.fail_times
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()

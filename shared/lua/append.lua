@@ -3,8 +3,8 @@
 -- without writing again.
 -- KEYS: record, events, reasoning, content
 -- ARGV: attempt, claim_token, expected_seq, then (type, data, text_slot, text) per event; text_slot 1 APPENDs
---       text to the reasoning key, 2 to the content key, 0 to neither (shared/events.py: DeltaKind; a new kind
---       needs no change here)
+--       text to the reasoning key, 2 to the content key, 3 marks the record: this attempt began a tool call (a
+--       continued attempt cannot take one over), 0 none of these (shared/events.py: DeltaKind)
 -- Returns the last seq, -1 when fenced (another attempt owns it, it was handed back, or it ended), -2 when
 -- cancel was requested, -3 when this Redis lost part of the attempt's history (a failover to a replica that had
 -- not received the last writes, issue 13: the record is behind what this attempt wrote, or lost its claim).
@@ -26,7 +26,8 @@ for i = 4, #ARGV, 4 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
   local slot = tonumber(ARGV[i + 2])
-  if slot > 0 then redis.call('APPEND', KEYS[2 + slot], ARGV[i + 3]) end
+  if slot == 1 or slot == 2 then redis.call('APPEND', KEYS[2 + slot], ARGV[i + 3])
+  elseif slot == 3 then redis.call('HSET', rec, 'tool_call', '1') end
 end
 redis.call('HSET', rec, 'seq', seq, 'written_from', ARGV[3])
 return seq

@@ -1,7 +1,7 @@
 -- Cancel a generation. Queued, or handed back and waiting for a worker (no owner to tell): it ends 'cancelled'
 -- here and now (its task will find it finished and never start). Running: the cancel mark is set; the worker stops the stream and ends it (told at once by a message
 -- on the cancel channel, and by its next write or heartbeat as a backstop). Ended: nothing changes.
--- KEYS: record, events, reasoning, content, leases, queued
+-- KEYS: record, events, reasoning, content, leases, queued, webhook outbox
 -- ARGV: retention_s, status_event_data, done_event_data
 -- Returns {'cancelled'} | {'requested'} | {'ended', status} | {'missing'}
 local rec = KEYS[1]
@@ -21,5 +21,8 @@ redis.call('HSET', rec, 'status', 'cancelled', 'seq', seq + 2, 'finish_reason', 
 redis.call('HDEL', rec, 'requeued', 'restart_reason', 'lease_until_ms')
 redis.call('ZREM', KEYS[5], st[3])
 redis.call('ZREM', KEYS[6], st[3])
+if KEYS[7] and redis.call('HEXISTS', rec, 'notify') == 1 then
+  redis.call('ZADD', KEYS[7], 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'evt_' .. st[3])
+end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return {'cancelled'}

@@ -31,7 +31,7 @@ end
 local lease_until = now_ms + tonumber(ARGV[2])
 redis.call('HSET', rec, 'status', 'running', 'attempt', attempt, 'seq', seq, 'lease_until_ms', lease_until,
   'claim_token', ARGV[5])
-redis.call('HDEL', rec, 'requeued', 'restart_reason')
+redis.call('HDEL', rec, 'requeued', 'restart_reason', 'tool_call')
 if not st[5] then redis.call('HSET', rec, 'started_at', string.format('%.3f', now_ms / 1000)) end
 redis.call('ZADD', KEYS[5], lease_until, st[7])
 redis.call('ZREM', KEYS[6], st[7])

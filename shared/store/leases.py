@@ -41,6 +41,7 @@ class ClaimTarget:
     started_at: float | None = None
     losses: int = 0
     created_at: float = 0.0
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,11 @@ class Leases:
 
     async def load_target(self, generation_id: str) -> ClaimTarget | None:
         """Status, attempt and request of a generation, ``None`` if it does not exist."""
-        fields = ["status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "created_at"]
-        status, attempt, request, reason, cancel, started_at, losses, created_at = cast(
+        fields = [
+            *("status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "created_at"),
+            "queue",
+        ]
+        status, attempt, request, reason, cancel, started_at, losses, created_at, queue = cast(
             list[bytes | None], await self._redis.hmget(keys.record_key(generation_id), fields)
         )
         if status is None or request is None:
@@ -83,6 +87,7 @@ class Leases:
             started_at=float(started_at) if started_at else None,
             losses=int(losses or 0),
             created_at=float(created_at or 0),
+            queue=(queue or b"").decode(),
         )
 
     async def claim(

@@ -45,23 +45,36 @@ class Records:
         simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
     """
 
-    def __init__(self, redis: Redis, *, simulated: bool = False) -> None:
+    def __init__(self, redis: Redis, *, simulated: bool = False, notify: bool = False) -> None:
         self._redis = redis
         self._simulated = simulated
+        self._notify = notify  # webhooks are configured: each end adds its event to the outbox (finish.lua)
         self._cancel = load_script(redis, "cancel")
         self._revoke = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'share_epoch', 1) end"
         )
 
+    @property
+    def notify(self) -> bool:
+        """Whether the generations written here send webhook events when they end."""
+        return self._notify
+
     async def create(
-        self, generation_id: str, request: GenerationCreate, created_at: float, queue: str, owner: str
+        self,
+        generation_id: str,
+        request: GenerationCreate,
+        created_at: float,
+        queue: str,
+        owner: str,
+        surface: dict[str, Any] | None = None,
     ) -> None:
         """Write a new queued generation and its first event (``status queued``, id 1) in one transaction.
 
         ``queue`` is the Celery queue its task goes to; recovery dispatches it to the same queue again.
-        ``owner`` is the name of the client key that created it (only that key can read it).
+        ``owner`` is the name of the client key that created it (only that key can read it). ``surface``: what the
+        front door that created it wants kept beside the request (the Responses API's own options).
         """
-        await self.create_many([(generation_id, request)], created_at, queue, owner, transaction=True)
+        await self.create_many([(generation_id, request)], created_at, queue, owner, transaction=True, surface=surface)
 
     async def create_many(
         self,
@@ -71,6 +84,8 @@ class Records:
         owner: str,
         *,
         transaction: bool = False,
+        surface: dict[str, Any] | None = None,
+        batch_id: str | None = None,
     ) -> None:
         """Write many queued generations (a batch's chunk): one round trip on one Redis.
 
@@ -92,12 +107,18 @@ class Records:
                 "queue": queue,
                 "owner": owner,
                 "request": request.model_dump_json(exclude_none=True),
-                "preview": next((m.content for m in reversed(request.messages) if m.role == "user"), "")[:120],
+                "preview": next((m.content or "" for m in reversed(request.messages) if m.role == "user"), "")[:120],
             }
             if request.metadata:
                 record["metadata"] = orjson.dumps(request.metadata)
+            if surface:
+                record["surface"] = orjson.dumps(surface)
             if self._simulated:
                 record["simulated"] = "1"
+            if self._notify:
+                record["notify"] = "1"
+            if batch_id:
+                record["batch"] = batch_id
             pipe.hset(keys.record_key(generation_id), mapping=record)
             pipe.xadd(keys.events_key(generation_id), {TYPE_FIELD: event_type, DATA_FIELD: data}, id="1-0")
             pipe.zadd(keys.queued_key(keys.shard_of(generation_id)), {generation_id: int(created_at * 1000)})
@@ -186,6 +207,7 @@ class Records:
             return None
         started_at = record.get(b"started_at")
         finished_at = record.get(b"finished_at")
+        request = _json(record.get(b"request")) or {}
         return GenerationPublic(
             id=generation_id,
             status=record[b"status"].decode(),
@@ -199,9 +221,13 @@ class Records:
             usage=_json(record.get(b"usage")),
             error=_json(record.get(b"error")),
             attempt=int(record[b"attempt"]),
+            tool_calls=_json(record.get(b"tool_calls")),
+            system_fingerprint=text_or_none(record.get(b"system_fingerprint")),
             metadata=_json(record.get(b"metadata")),
             simulated=record.get(b"simulated") == b"1",
-            messages=(_json(record.get(b"request")) or {}).get("messages", []),
+            messages=request.pop("messages", []),
+            request_options=request,
+            surface=_json(record.get(b"surface")),
         )
 
     async def list_recent(self, owner: str, limit: int) -> list[dict[str, Any]]:
@@ -227,13 +253,14 @@ class Records:
             )
         return out
 
-    async def get_text(self, generation_id: str) -> tuple[str, str]:
-        """The current attempt's reasoning and content so far."""
-        reasoning, content = cast(
-            list[bytes | None],
-            await self._redis.mget([keys.reasoning_key(generation_id), keys.content_key(generation_id)]),
-        )
-        return (reasoning or b"").decode(), (content or b"").decode()
+    async def get_text(self, generation_id: str) -> tuple[str, str, bool]:
+        """The current attempt's reasoning and content so far, and whether it began a tool call."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.reasoning_key(generation_id))
+            pipe.get(keys.content_key(generation_id))
+            pipe.hexists(keys.record_key(generation_id), "tool_call")
+            reasoning, content, tool_call = await pipe.execute()
+        return (reasoning or b"").decode(), (content or b"").decode(), bool(tool_call)
 
     async def cancel(self, generation_id: str, retention_s: int) -> tuple[CancelOutcome, str]:
         """Cancel a generation: ``("cancelled", "")`` if it was queued or waiting for a worker after a hand-back,

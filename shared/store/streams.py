@@ -80,9 +80,12 @@ class EventLog:
         retention_s: int,
         outcome: Outcome,
         events: list[EventArgs],
+        tool_calls: list[dict[str, Any]] | None = None,
+        system_fingerprint: str | None = None,
     ) -> int:
-        """Append the last events, record ``(status, finish_reason, usage, error)`` and start retention; -1 if
-        fenced, -3 if this Redis lost part of the attempt's history (``restore``)."""
+        """Append the last events, record ``(status, finish_reason, usage, error)``, the answer's complete
+        ``tool_calls`` and the provider's ``system_fingerprint``, and start retention; -1 if fenced, -3 if this
+        Redis lost part of the attempt's history (``restore``)."""
         status, finish_reason, usage, error = outcome
         args: list[str | bytes | int] = [
             attempt.number,
@@ -93,6 +96,8 @@ class EventLog:
             finish_reason or "",
             orjson.dumps(usage) if usage is not None else b"",
             orjson.dumps(error) if error is not None else b"",
+            orjson.dumps(tool_calls) if tool_calls else b"",
+            system_fingerprint or "",
         ]
         for event in events:
             args.extend(event)

@@ -13,7 +13,7 @@ import pytest
 from reasonq.api.hub import Hub
 from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
 from reasonq.shared.redis import create_blocking_redis, create_redis
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.store import Fence, GenerationStore
 
 _ID = re.compile(rb"^id: (\d+)$", re.M)
@@ -30,7 +30,7 @@ class Producer:
 
     async def start(self) -> None:
         await self.store.records.create(
-            self.gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
+            self.gid, GenerationCreate(messages=[UserMessage(role="user", content="x")]), time.time(), "q", "anonymous"
         )
         claim = await self.store.leases.claim(
             self.gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))]

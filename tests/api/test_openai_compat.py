@@ -83,7 +83,7 @@ def test_a_dropped_caller_does_not_stop_the_generation(sdk: openai.OpenAI, clien
 def test_provider_failure_is_an_api_error(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as info:
         sdk.chat.completions.create(model="reasonq-sim", messages=_messages("bad sim:status=400"))
-    assert info.value.status_code == 502 and "HTTP 400" in str(info.value)
+    assert info.value.status_code == 400 and "HTTP 400" in str(info.value)
     with pytest.raises(openai.APIError, match="HTTP 400"):
         list(sdk.chat.completions.create(model="reasonq-sim", messages=_messages("bad sim:status=400"), stream=True))
 

@@ -28,6 +28,7 @@ from tests.helpers import (
     text_of,
     wait_record,
     wait_status,
+    worker_running,
 )
 
 FAST_RECOVERY = {"REASONQ_LEASE_TTL_S": "2", "REASONQ_SWEEP_INTERVAL_S": "0.5"}
@@ -36,15 +37,15 @@ FAST_RECOVERY = {"REASONQ_LEASE_TTL_S": "2", "REASONQ_SWEEP_INTERVAL_S": "0.5"}
 def test_sigkill_mid_generation_completes_on_another_worker(cluster: Any) -> None:
     c = cluster(FAST_RECOVERY)
     c.start_api()
-    first = c.add_worker()
+    workers = [c.add_worker(), c.add_worker()]
     prompt = "kill me sim:reasoning_tokens=60 sim:content_tokens=60 sim:tokens_per_s=40"
     with httpx.Client(base_url=c.url, timeout=30) as client:
         gid = submit(client, prompt)
         seen: list[Ev] = []
         viewer = threading.Thread(target=lambda: seen.extend(read_events(client, gid, timeout_s=60)))
         viewer.start()
+        first = worker_running(workers, gid)
         wait_record(client, gid, reasoning_words(10))
-        c.add_worker()
         killed_at = time.monotonic()
         first.signal(signal.SIGKILL)
         wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)
@@ -61,12 +62,12 @@ def test_sigkill_mid_generation_completes_on_another_worker(cluster: Any) -> Non
 def test_a_paused_worker_that_comes_back_writes_nothing(cluster: Any) -> None:
     c = cluster(FAST_RECOVERY)
     c.start_api()
-    paused = c.add_worker()
+    workers = [c.add_worker(), c.add_worker()]
     prompt = "pause me sim:reasoning_tokens=40 sim:content_tokens=60 sim:tokens_per_s=40"
     with httpx.Client(base_url=c.url, timeout=30) as client:
         gid = submit(client, prompt)
+        paused = worker_running(workers, gid)
         wait_record(client, gid, reasoning_words(5))
-        c.add_worker()
         paused.signal(signal.SIGSTOP)
         try:
             wait_record(client, gid, lambda r: r["attempt"] == 2, timeout_s=20)

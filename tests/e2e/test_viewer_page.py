@@ -110,6 +110,19 @@ def test_model_output_never_runs_as_script(client: httpx.Client, api_url: str, p
     assert "<script>window.__pwned = 1</script>" in shown and 'onerror="window.__pwned = 2"' in shown
 
 
+def test_tool_calls_show_as_text(client: httpx.Client, api_url: str, page_factory: Any) -> None:
+    """Issue 16: a tool call's name and arguments appear as they stream, as text (a model's arguments are model
+    output like any other)."""
+    hostile = '{"q":"<img/src=x/onerror=window.__pwned=5>"}'
+    gid = submit(client, f"tools sim:reasoning_tokens=5 sim:tool_calls=1 sim:tool=search sim:tool_args={hostile}")
+    wait_status(client, gid, {"completed"})
+    page = page_factory()
+    page.goto(f"{api_url}/g/{gid}")
+    _wait_done(page)
+    assert page.inner_text("#tool-calls").strip() == f"search({hostile})"
+    assert page.locator("#tool-calls img").count() == 0 and page.evaluate("window.__pwned") is None
+
+
 def test_two_pages_watch_one_generation_live(client: httpx.Client, api_url: str, page_factory: Any) -> None:
     prompt = "shared view sim:reasoning_tokens=240 sim:content_tokens=60 sim:tokens_per_s=40"
     gid = submit(client, prompt)

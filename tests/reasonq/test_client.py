@@ -124,7 +124,7 @@ def test_stream_survives_cut_connections_and_sees_each_event_once(api_url: str, 
     assert proxy.connections >= 3  # it really was cut, and resumed
 
 
-def test_async_client_resumes_too(api_url: str, proxy: CuttingProxy) -> None:
+def test_async_client_resumes_too(api_url: str, api_port: int) -> None:
     prompt = "client async cut sim:reasoning_tokens=60 sim:content_tokens=40 sim:tokens_per_s=300"
 
     async def main() -> list:  # type: ignore[type-arg]
@@ -135,9 +135,12 @@ def test_async_client_resumes_too(api_url: str, proxy: CuttingProxy) -> None:
             generation = await direct.submit(prompt)
             return [e async for e in client.stream(generation.id, after=2)]
 
-    events = asyncio.run(main())
+    # cut every 700 bytes: a few events per connection (at 400, ~one each: 41-65 s in the suite)
+    with CuttingProxy(api_port, cut_bytes=700) as proxy:
+        events = asyncio.run(main())
     assert [e.id for e in events] == list(range(3, len(events) + 3))
     assert _text(events) == expected_text(prompt)
+    assert proxy.connections >= 3  # it really was cut, and resumed
 
 
 def test_submit_wait_cancel_and_errors(api_url: str) -> None:

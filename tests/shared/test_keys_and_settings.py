@@ -191,3 +191,54 @@ def test_issue13_redis_urls_of_every_kind_and_a_cluster_broker_refused() -> None
     ok = Settings(redis_url="redis+cluster://n1:7000", broker_url="amqp://guest@localhost//", model_base_url="x")
     assert not ok.broker_is_redis and not ok.broker_is_store
     assert Settings(redis_url="redis+sentinel://h:1/s").broker_is_redis
+
+
+@pytest.mark.parametrize(
+    ("providers", "says"),
+    [
+        ("{not json", "REASONQ_PROVIDERS is not valid JSON"),
+        ('["a"]', "REASONQ_PROVIDERS must be a JSON object"),
+        ('{"b": {"base_url": "http://b/v1", "modles": ["x"]}}', "REASONQ_PROVIDERS['b']: modles: Extra inputs"),
+        (
+            '{"b": {"base_url": "http://b/v1", "profile": "anthropic"}}',
+            "REASONQ_PROVIDERS['b']: profile: Input should be",
+        ),
+        ('{"b": {"base_url": "http://b/v1", "fallback": "c"}}', "fallback 'c' is not a configured provider"),
+        (
+            '{"b": {"base_url": "http://b/v1", "models": ["m"]}, "c": {"base_url": "http://c/v1", "models": ["m"]}}',
+            "model 'm' is served by two providers ('b' and 'c')",
+        ),
+    ],
+)
+def test_issue16_a_wrong_provider_setting_names_the_provider_and_field(
+    monkeypatch: pytest.MonkeyPatch, providers: str, says: str
+) -> None:
+    monkeypatch.setenv("REASONQ_PROVIDERS", providers)
+    monkeypatch.setenv("REASONQ_MODEL_API_KEY", "sk-never-shown-0123")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert says in str(info.value) and "sk-never-shown" not in str(info.value)
+
+
+def test_issue16_models_route_to_their_provider_with_its_own_name_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_KEY", "sk-vllm-0123")
+    settings = Settings(
+        model_base_url="http://default/v1",
+        models="a,shared",
+        providers='{"v": {"base_url": "http://v/v1", "api_key_env": "VLLM_KEY", "profile": "vllm",'
+        ' "models": {"r1": "deepseek-ai/DeepSeek-R1", "shared": "s"}, "max_concurrent": 8, "fallback": "default"}}',
+    )  # type: ignore[call-arg]
+    routes = settings.provider_routes
+    assert settings.model_list == ["a", "shared", "r1"]
+    assert routes.route("a").name == "default"  # type: ignore[union-attr]
+    assert routes.route("shared").name == "v"  # type: ignore[union-attr]  # the named provider wins
+    v = routes.route("r1")
+    assert v is not None and v.upstream_model("r1") == "deepseek-ai/DeepSeek-R1" and v.profile == "vllm"
+    assert v.api_key.get_secret_value() == "sk-vllm-0123" and "sk-vllm" not in repr(v)
+    assert v.reserved_slots == 2 and routes.fallback_of(v) is routes.providers["default"]
+    assert routes.route("unknown").name == "default"  # type: ignore[union-attr]
+    assert "sk-vllm-0123" in routes.secrets()

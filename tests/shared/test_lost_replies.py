@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError
 from reasonq.processes import RedisServer, free_port
 from reasonq.shared import keys
 from reasonq.shared.redis import create_redis
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.stats import Stats, add_metrics, read_stats
 from reasonq.shared.store import GenerationStore
 
@@ -113,7 +113,7 @@ def test_issue18_a_claim_resent_after_a_lost_reply_is_still_claimed(
         through = create_redis(_url(proxy.port), max_connections=2)
         try:
             gid = f"gen_lost_{time.monotonic_ns()}"
-            request = GenerationCreate(messages=[Message(role="user", content="x")])
+            request = GenerationCreate(messages=[UserMessage(role="user", content="x")])
             await GenerationStore(direct).records.create(gid, request, time.time(), "q", "anonymous")
             store = GenerationStore(through)
             await store.leases.claim(f"gen_warm_{gid}", 0, 1000, [])  # loads the script over the proxy

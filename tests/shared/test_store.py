@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import pytest
+from typing import Any
 
 from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, REASONING, EventArgs, StatusEvent, delta_args, encode_event
-from reasonq.shared.redis import create_redis
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.store import Fence, GenerationStore
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def with_store(store_url: str) -> Callable[[Callable[[GenerationStore], Awaitable[T]]], T]:
-    def run(body: Callable[[GenerationStore], Awaitable[T]]) -> T:
-        async def main() -> T:
-            redis = create_redis(store_url, max_connections=8)
-            try:
-                return await body(GenerationStore(redis))
-            finally:
-                await redis.aclose()
-
-        return asyncio.run(main())
-
-    return run
 
 
 def _request() -> GenerationCreate:
-    return GenerationCreate(model="m", messages=[Message(role="user", content="hi")])
+    return GenerationCreate(model="m", messages=[UserMessage(role="user", content="hi")])
 
 
 def _running(attempt: int) -> list[tuple[str, bytes]]:
@@ -155,7 +134,7 @@ def test_hand_back_and_handover(with_store: Any) -> None:
         # the owner starts its next attempt itself, keeping the text (continue)
         claim = await store.leases.claim(gid, 1, 60_000, _running(2), handover=True, keep_text=True)
         assert claim.outcome == "claimed" and claim.seq == seq + 1
-        assert (await store.records.get_text(gid)) == ("", "kept ")
+        assert (await store.records.get_text(gid)) == ("", "kept ", False)
         assert await store.leases.hand_back([(gid, 1)], "worker_shutdown") == []  # not attempt 1's any more
         assert await store.leases.hand_back([(gid, 2)], "worker_shutdown") == [gid]
         target = await store.leases.load_target(gid)

@@ -17,7 +17,7 @@ import pytest
 
 from reasonq.shared import keys
 from reasonq.shared.events import DATA_FIELD, TYPE_FIELD
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.settings import Settings
 from reasonq.worker.generation import run_generation
 from reasonq.worker.recovery import renew_leases_forever, sweep_once
@@ -48,7 +48,7 @@ def make_runtime(unit_redis_url: str, sim_url: str) -> Iterator[Any]:
 
 def _create(runtime: WorkerRuntime, prompt: str) -> str:
     gid = "gen_" + secrets.token_urlsafe(16)
-    request = GenerationCreate(messages=[Message(role="user", content=prompt)])
+    request = GenerationCreate(messages=[UserMessage(role="user", content=prompt)])
     runtime.run(runtime.store.records.create(gid, request, time.time(), "q", "anonymous"))
     return gid
 
@@ -140,3 +140,29 @@ def test_one_heartbeat_renews_owned_leases_and_stops_lost_and_cancelled_ones(mak
     assert runtime.running[owned].stop_reason is None
     assert runtime.running[taken].stop_reason == "lost"
     assert runtime.running[cancelled].stop_reason == "cancel"
+
+
+def test_an_attempt_broken_inside_a_tool_call_restarts_even_when_answers_continue(make_runtime: Any) -> None:
+    """Issue 16: a half-written argument list cannot be continued; ``continue`` applies to content only, so the
+    new attempt starts again (a ``restart`` event) and the record keeps the second attempt's whole call."""
+    runtime = make_runtime(resume_strategy="continue", provider_backoff_s=0.05)
+    args = '{"city":"Paris","note":"abcdefghijklmnopqrstu"}'
+    prompt = f"tool break sim:reasoning_tokens=3 sim:content_tokens=3 sim:tool_calls=1 sim:tool_args={args}"
+    gid = _create(runtime, prompt + " sim:fail_after=8 sim:fail_times=1")
+    assert runtime.run(run_generation(runtime, gid)) == "completed"
+    events = _events(runtime, gid)
+    restarts = [i for i, (kind, _) in enumerate(events) if kind == "restart"]
+    assert len(restarts) == 1 and events[restarts[0]][1] == {"attempt": 2, "reason": "provider_error"}
+    before = [data for kind, data in events[: restarts[0]] if kind == "tool_call"]
+    assert before and "".join(d["arguments"] for d in before) != '{"city":"Paris","note":"abcdefghijklmnopqrstu"}'
+    after = [data for kind, data in events[restarts[0] :] if kind == "tool_call"]
+    assert "".join(d["arguments"] for d in after) == '{"city":"Paris","note":"abcdefghijklmnopqrstu"}'
+    record = runtime.run(runtime.store.records.get(gid))
+    assert record is not None and record.finish_reason == "tool_calls"
+    assert record.tool_calls == [
+        {
+            "id": after[0]["id"],
+            "type": "function",
+            "function": {"name": "simulated_tool", "arguments": '{"city":"Paris","note":"abcdefghijklmnopqrstu"}'},
+        }
+    ]

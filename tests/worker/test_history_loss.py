@@ -17,7 +17,7 @@ from reasonq.api.hub import Hub
 from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, REASONING, StatusEvent, StoredEvent, encode_event
 from reasonq.shared.redis import create_blocking_redis, create_redis
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.store import Fence, GenerationStore
 from reasonq.worker.writer import EventWriter
 
@@ -51,7 +51,7 @@ def test_a_history_lost_in_a_failover_is_written_again_and_no_viewer_mixes_histo
         try:
             gid = f"gen_history_{time.monotonic_ns()}"
             await store.records.create(
-                gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
+                gid, GenerationCreate(messages=[UserMessage(role="user", content="x")]), time.time(), "q", "anonymous"
             )
             claim = await store.leases.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
             writer = EventWriter(store, gid, Fence(1, claim.token), claim.seq, 0.002, 30.0, lease_ttl_ms=60_000)

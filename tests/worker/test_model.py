@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from reasonq.shared.errors import ModelError
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.settings import Settings
-from reasonq.worker.model import StreamLimits, build_params, create_model_client, stream_completion
+from reasonq.worker.model import StreamLimits, create_model_client, stream_completion
+from reasonq.worker.request import build_params
 from tests.helpers import expected_text
 
 KEY = "sk-model-key-should-never-leak-42"
@@ -23,7 +24,7 @@ def stream(
         settings = Settings(model_base_url=f"{sim_url}/v1", model_api_key=KEY, model_timeout_s=5)  # type: ignore[arg-type]
         client = create_model_client(settings)
         deltas: list[tuple[str, str]] = []
-        request = GenerationCreate(messages=[Message(role="user", content=content)])
+        request = GenerationCreate(messages=[UserMessage(role="user", content=content)])
         params = build_params(request, "reasonq-sim", continue_content)
         limits = StreamLimits(stall_timeout_s=stall_s, deadline=asyncio.get_running_loop().time() + deadline_s)
         try:

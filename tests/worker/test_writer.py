@@ -12,7 +12,7 @@ from reasonq.shared import keys
 from reasonq.shared.errors import FencedError
 from reasonq.shared.events import CONTENT, REASONING, StatusEvent, encode_event
 from reasonq.shared.redis import create_redis
-from reasonq.shared.schemas import GenerationCreate, Message
+from reasonq.shared.schemas import GenerationCreate, UserMessage
 from reasonq.shared.store import Fence, GenerationStore
 from reasonq.worker.writer import MAX_EVENT_CHARS, EventWriter
 
@@ -23,7 +23,7 @@ def run_with_writer(unit_redis_url: str, body: Any, interval_s: float = 0.01) ->
         store = GenerationStore(redis)
         gid = f"gen_writer_{time.monotonic_ns()}"
         await store.records.create(
-            gid, GenerationCreate(messages=[Message(role="user", content="x")]), time.time(), "q", "anonymous"
+            gid, GenerationCreate(messages=[UserMessage(role="user", content="x")]), time.time(), "q", "anonymous"
         )
         claim = await store.leases.claim(gid, 0, 60_000, [encode_event(StatusEvent(status="running", attempt=1))])
         writer = EventWriter(store, gid, Fence(1, claim.token), claim.seq, interval_s, outage_s=30.0)
