@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Path, Query, Request
 
 from reasonq.api.auth import authenticate, get_keyring, unauthorized
-from reasonq.api.deps import StoreDep
+from reasonq.api.coalesce import Coalescer
 from reasonq.api.errors import ApiError, data_lost, not_found
 from reasonq.api.submission import checked_id
 from reasonq.shared.settings import Settings
@@ -69,7 +69,7 @@ class ShareSigner:
         return "ok" if int(expires) > time.time() else "expired"
 
 
-def get_signer(request: Request) -> ShareSigner:
+async def get_signer(request: Request) -> ShareSigner:
     """The process's share-link signer."""
     signer: ShareSigner = request.app.state.signer
     return signer
@@ -77,16 +77,28 @@ def get_signer(request: Request) -> ShareSigner:
 
 SignerDep = Annotated[ShareSigner, Depends(get_signer)]
 
+# Access reads shared by the callers of one generation at once (api/coalesce.py: a join storm, issue 14).
+AccessReader = Coalescer[str, Access | None]
+
+
+async def get_access_reader(request: Request) -> AccessReader:
+    """The process's access reader (built in the app's lifespan over ``store.records.access_of``)."""
+    reader: AccessReader = request.app.state.access
+    return reader
+
+
+AccessDep = Annotated[AccessReader, Depends(get_access_reader)]
+
 
 async def readable_generation(
-    request: Request, generation_id: GenerationId, store: StoreDep, signer: SignerDep, token: ShareToken = None
+    request: Request, generation_id: GenerationId, access_reader: AccessDep, signer: SignerDep, token: ShareToken = None
 ) -> str:
     """The id of a generation the caller may read: with its owner's key, or with a share link for it; a
     generation whose data Redis evicted in part is a 410 on every read."""
     generation_id = checked_id(generation_id)
     ring = get_keyring(request)
     if token is not None and not ring.open:
-        access = await store.records.access_of(generation_id)
+        access = await access_reader.get(generation_id)
         verdict = await signer.check(token, generation_id, access.share_epoch) if access is not None else "invalid"
         if verdict == "ok" and access is not None:
             return _whole(generation_id, access)
@@ -96,13 +108,13 @@ async def readable_generation(
         if verdict == "expired":  # only a genuine link gets this far: saying so reveals nothing new
             raise ApiError(401, "share_link_expired", "this share link has expired; ask its owner for a new one")
         raise not_found()
-    return _whole(generation_id, await _access_of_caller(request, store, generation_id))
+    return _whole(generation_id, await _access_of_caller(request, access_reader, generation_id))
 
 
-async def owned_generation(request: Request, generation_id: GenerationId, store: StoreDep) -> str:
+async def owned_generation(request: Request, generation_id: GenerationId, access_reader: AccessDep) -> str:
     """The id of a generation the caller's key owns (to cancel it or share it); share links do not count."""
     generation_id = checked_id(generation_id)
-    await _access_of_caller(request, store, generation_id)
+    await _access_of_caller(request, access_reader, generation_id)
     return generation_id
 
 
@@ -112,11 +124,11 @@ def _whole(generation_id: str, access: Access) -> str:
     return generation_id
 
 
-async def _access_of_caller(request: Request, store: GenerationStore, generation_id: str) -> Access:
+async def _access_of_caller(request: Request, access_reader: AccessReader, generation_id: str) -> Access:
     principal = authenticate(request)
     if principal is None:
         raise unauthorized()
-    access = await store.records.access_of(generation_id)
+    access = await access_reader.get(generation_id)
     if access is None or access.owner != principal.name:
         raise not_found()
     return access
@@ -129,15 +141,15 @@ ResponseId = Annotated[str, Path(description="The id returned by POST /v1/respon
 
 
 async def readable_response(
-    request: Request, response_id: ResponseId, store: StoreDep, signer: SignerDep, token: ShareToken = None
+    request: Request, response_id: ResponseId, access_reader: AccessDep, signer: SignerDep, token: ShareToken = None
 ) -> str:
     """``readable_generation`` for a path that names a response."""
-    return await readable_generation(request, response_id, store, signer, token)
+    return await readable_generation(request, response_id, access_reader, signer, token)
 
 
-async def owned_response(request: Request, response_id: ResponseId, store: StoreDep) -> str:
+async def owned_response(request: Request, response_id: ResponseId, access_reader: AccessDep) -> str:
     """``owned_generation`` for a path that names a response."""
-    return await owned_generation(request, response_id, store)
+    return await owned_generation(request, response_id, access_reader)
 
 
 ReadableResponseId = Annotated[str, Depends(readable_response)]

@@ -204,4 +204,8 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+async def _principal(request: Request) -> Principal:
+    return get_principal(request)  # async: a plain def dependency runs in the thread pool (api/deps.py)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reasonq.api import metrics
+from reasonq.api.coalesce import Coalescer
 from reasonq.api.topics import CHUNK_BYTES, EVENTS_VIEW, NATIVE_SSE, BytesView, Format, HubUnavailable, T, Topic, View
 from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
@@ -95,6 +96,11 @@ class Hub:
         self._block_ms = block_ms
         self._ring_events = ring_events
         self._topics: dict[str, Topic] = {}
+        # Viewers opening one topic, or replaying from one point, at once share one read (a join storm, issue 14).
+        self._tail: Coalescer[str, list[StoredEvent]] = Coalescer(lambda gid: store.streams.tail(gid, ring_events))
+        self._reads: Coalescer[tuple[str, int, int], list[StoredEvent]] = Coalescer(
+            lambda point: store.streams.read(*point)
+        )
         self._hub_id = secrets.token_hex(8)
         # On a Cluster one reader per shard (an XREAD stays in one slot); on one Redis one reader reads everything.
         self._sharded = store.sharded
@@ -231,13 +237,17 @@ class Hub:
             # Slow start: the first read is small, later ones double while they stay under CHUNK_BYTES and shrink
             # toward it when events are large (every pooled connection's read buffer grows to its largest reply).
             nonlocal count
-            events = await self._store.streams.read(generation_id, cursor, count)
+            events = await self._reads.get((generation_id, cursor, count))  # shared by viewers at the same point
             metrics.EVENTS_FANNED_OUT.inc(len(events))
             size = sum(len(e.data) for e in events)
             count = max(1, count * CHUNK_BYTES // size) if size > CHUNK_BYTES else min(CATCHUP_COUNT, count * 2)
             return events
 
-        while True:  # replay what Redis has; a finished generation never touches the hub
+        # A generation this process already watches is joined at once: its ring (or, when the ring no longer
+        # reaches back, a read at the viewer's pace below) has what the viewer lacks. In a join storm that is no
+        # Redis call per viewer at all (issue 14: each one's XRANGE queued behind the pool). Otherwise replay
+        # what Redis has first: a finished generation never touches the hub.
+        while generation_id not in self._topics:
             if self._draining:
                 raise HubUnavailable("server shutting down")
             events = await catch_up()
@@ -281,17 +291,19 @@ class Hub:
             raise HubUnavailable("server shutting down")
         topic = self._topics.get(generation_id)
         if topic is None:
-            last = await self._store.streams.last(generation_id)
+            # The ring starts with the stream's tail, so the viewers joining a generation early (a storm before its
+            # first tokens) take every event from memory.
+            tail = await self._tail.get(generation_id)
             topic = self._topics.get(generation_id)  # another viewer may have opened it meanwhile
             if topic is None:
-                event = last
                 topic = Topic(
                     generation_id=generation_id,
                     key=keys.events_key(generation_id).encode(),
-                    cursor=event.seq if event else 0,
+                    cursor=0,
                     group=keys.shard_of(generation_id) if self._sharded else 0,
-                    finished=event is not None and event.type == "done",
                 )
+                if tail:
+                    topic.publish(tail, self._ring_events)  # sets the cursor, and ``finished`` at ``done``
                 self._topics[generation_id] = topic
                 reader = self._reader_of(topic.group)
                 reader.topics[topic.key] = topic

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from reasonq.api.access import ShareSigner
+from reasonq.api.access import AccessReader, ShareSigner
 from reasonq.api.auth import KeyRing, announce_access
 from reasonq.api.errors import install_error_handlers
 from reasonq.api.hub import Hub
@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.celery = celery = create_celery(settings)
     app.state.keyring = keyring = KeyRing.from_settings(settings)
     app.state.signer = ShareSigner(store, settings)
+    app.state.access = AccessReader(store.records.access_of)
     app.state.submitter = Submitter(store, celery, settings, Admission(store.admission, settings.retention_s))
     announce_access(keyring)
     hub.start()

@@ -1,25 +1,119 @@
-"""The SSE response of the events endpoint.
+"""The SSE response of every streaming route: bytes from an async iterator, keep-alive comments, and the end of the
+stream when the client leaves.
 
-sse-starlette's ``EventSourceResponse`` wraps every send in an anyio cancel scope to apply ``send_timeout``;
-reasonq sets no send timeout (a slow viewer is handled by the hub: it falls behind the ring and catches up from
-Redis), so the scope is pure cost on the hottest path of the API: one per event per viewer. It was 8% of the
-API's CPU with 1,000 viewers of one generation (py-spy, ``bench/fanout.py``).
+sse-starlette's ``EventSourceResponse`` runs each stream as an anyio task group of four tasks (the stream, the
+pings, a disconnect listener, a shutdown listener) inside cancel scopes. With thousands of viewers joining at once
+that machinery was the largest cost of a new viewer after the thread-pool dependencies: py-spy put a quarter of
+the API's time in a 3,000-viewer join storm in anyio's task handles, cancel scopes and ``current_task`` (issue 14).
+The streams here need less: the frames are encoded upstream (``api/topics.py``, one encoder per wire format), the
+hub ends every stream on shutdown (``Hub.drain``, with a ``retry`` hint), and there is no send timeout (a slow
+viewer falls behind the ring and catches up from Redis). So a stream is the request's own task plus one watcher,
+which sends a keep-alive comment when the stream has been quiet for ``ping_s`` and ends the stream when the
+client disconnects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 
-from sse_starlette import EventSourceResponse
-from starlette.types import Message, Send
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+# A comment line: EventSource and every SSE parser ignore it; proxies see bytes and keep the connection open.
+PING_FRAME = b": keep-alive\n\n"
+_END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
-class StreamResponse(EventSourceResponse):
-    """``EventSourceResponse`` without the per-send cancel scope (there is no send timeout to apply)."""
+class _Stream:
+    __slots__ = ("ending", "gone", "sent_at")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.pop("send_timeout", None)
-        super().__init__(*args, **kwargs)
+    def __init__(self, now: float) -> None:
+        self.sent_at = now
+        self.gone = False  # the client left: the watcher cancelled the stream
+        self.ending = False  # the last frame is sent: nothing more may be (uvicorn refuses a send after the end)
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        await send(message)
+
+class StreamResponse(Response):
+    """``text/event-stream`` from ``content`` (already encoded frames), with a keep-alive comment after ``ping_s``
+    of silence.
+
+    Args:
+        content: the frames; closed (``aclose``) when the client leaves, so its cleanup runs at once.
+        ping_s: seconds of silence before a keep-alive comment.
+        headers: extra response headers.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, ping_s: float = 15.0, headers: Mapping[str, str] | None = None
+    ) -> None:
+        # A Response (no body) for FastAPI, which takes any other return annotation for a response model.
+        self._content = content
+        self._ping_s = ping_s
+        self.status_code = 200
+        self.background = None
+        self.media_type = "text/event-stream"
+        self.init_headers({"cache-control": "no-store", "connection": "keep-alive", "x-accel-buffering": "no"})
+        self.headers.update(headers or {})
+        self._start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(self._start)
+            if scope.get("method") == "HEAD":  # headers only: a stream on HEAD would never end (sse-starlette #218)
+                await send(_END)
+                return
+            await self._stream(receive, send)
+        finally:
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()  # a no-op when the iterator ended; else its ``finally`` (a viewer leaving) runs now
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        state = _Stream(loop.time())
+        watcher = loop.create_task(self._watch(receive, send, task, state))
+        try:
+            async for chunk in self._content:
+                state.sent_at = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state.ending = True
+            await send(_END)
+        except asyncio.CancelledError:
+            if not state.gone:
+                raise
+            task.uncancel()  # the watcher cancelled the stream because the client left: a normal end
+        except OSError:
+            pass  # an ASGI 2.4 server's send to a client that is gone
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, receive: Receive, send: Send, stream: asyncio.Task[None], state: _Stream) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(state.sent_at + self._ping_s):
+                    message = await receive()
+            except TimeoutError:
+                if state.ending:
+                    return
+                if loop.time() >= state.sent_at + self._ping_s:  # quiet for ping_s (a frame may have gone since)
+                    state.sent_at = loop.time()
+                    try:
+                        await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+                    except OSError:
+                        message = {"type": "http.disconnect"}
+                    else:
+                        continue
+                else:
+                    continue
+            if message["type"] == "http.disconnect":
+                if not state.ending:  # after the end, uvicorn answers every receive with a disconnect
+                    state.gone = True
+                    stream.cancel()
+                return

@@ -305,4 +305,4 @@ async def batch_events(batch_id: OwnedBatchId, store: StoreDep, settings: Settin
                 return
             await asyncio.sleep(1.0)
 
-    return StreamResponse(progress(), sep="\n")
+    return StreamResponse(progress(), ping_s=settings.sse_ping_s)

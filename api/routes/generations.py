@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from sse_starlette import ServerSentEvent
 
 from reasonq.api.access import OwnedId, ReadableId, SignerDep
 from reasonq.api.auth import PrincipalDep
@@ -174,10 +173,6 @@ def _resume_point(after: str | None, last_event_id: str | None) -> int:
     return _event_id(after, "query after") if after is not None else 0
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="keep-alive")
-
-
 @router.get(
     "/{generation_id}/events",
     responses={
@@ -223,7 +218,5 @@ async def stream_events(
             )
     return StreamResponse(
         hub.follow(generation_id, cursor),
-        ping=settings.sse_ping_s,
-        ping_message_factory=_ping,
-        sep="\n",
+        ping_s=settings.sse_ping_s,
     )

@@ -155,7 +155,7 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamResponse(
-            _openai_chunks(hub, generation_id, head, include_usage), headers=headers, ping=settings.sse_ping_s
+            _openai_chunks(hub, generation_id, head, include_usage), headers=headers, ping_s=settings.sse_ping_s
         )
     async for _ in hub.follow_events(generation_id, 0):
         pass  # wait for the end; the generation does not depend on this request

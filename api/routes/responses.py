@@ -115,7 +115,7 @@ async def create_response(
     )
     if body.stream:
         record = await _record(store, generation_id)
-        return StreamResponse(_events(hub, Shell.of(record), -1), ping=settings.sse_ping_s)
+        return StreamResponse(_events(hub, Shell.of(record), -1), ping_s=settings.sse_ping_s)
     if not body.background:
         await _wait_end(hub, generation_id, float("inf"))
     return JSONResponse(record_response(await _record(store, generation_id)))
@@ -138,7 +138,7 @@ async def get_response(
     long as the generation is retained)."""
     record = await _record(store, generation_id)
     if stream:
-        return StreamResponse(_events(hub, Shell.of(record), starting_after), ping=settings.sse_ping_s)
+        return StreamResponse(_events(hub, Shell.of(record), starting_after), ping_s=settings.sse_ping_s)
     return JSONResponse(record_response(record))
 
 

@@ -59,10 +59,10 @@ class EventLog:
         )
         return [parse_entry(entry_id, fields) for entry_id, fields in entries]
 
-    async def last(self, generation_id: str) -> StoredEvent | None:
-        """The newest event, ``None`` when there is none."""
-        entries = cast(Entries, await self._redis.xrevrange(keys.events_key(generation_id), count=1))
-        return parse_entry(entries[0][0], entries[0][1]) if entries else None
+    async def tail(self, generation_id: str, count: int) -> list[StoredEvent]:
+        """The newest ``count`` events, oldest first (empty when there are none)."""
+        entries = cast(Entries, await self._redis.xrevrange(keys.events_key(generation_id), count=count))
+        return [parse_entry(entry_id, fields) for entry_id, fields in reversed(entries)]
 
     async def append(self, generation_id: str, attempt: Fence, expected_seq: int, events: list[EventArgs]) -> int:
         """Append events for ``attempt``; returns the new last seq, -1 if fenced, -2 if cancel was requested, -3 if
