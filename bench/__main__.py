@@ -10,12 +10,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import batch, concurrency, fanout, latency, pipeline, providers, recovery, scale, submit, webhooks
+from bench import (
+    batch,
+    concurrency,
+    fanout,
+    joinstorm,
+    latency,
+    pipeline,
+    providers,
+    recovery,
+    scale,
+    submit,
+    webhooks,
+)
 
 SCENARIOS = (
     "pipeline",
     "latency",
     "fanout",
+    "joinstorm",
     "concurrency",
     "submit",
     "batch",
@@ -165,6 +178,19 @@ def _providers(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _joinstorm(smoke: bool) -> dict[str, Any]:
+    result = joinstorm.run(300 if smoke else 3_000)
+    print(f"join storm: {result['viewers']} viewers connecting at once to one live generation, one API process")
+    print(f"  {'':<14}{'connected':>10}{'failed':>8}{'all in s':>10}{'p50 ms':>8}{'p99 ms':>8}{'every event':>13}")
+    for side in ("reasonq", "bare_server"):
+        r = result[side]
+        print(
+            f"  {side:<14}{r['connected']:>10}{sum(r['failed'].values()):>8}{r['connect_s']:>10}"
+            f"{r['connect_p50_ms']:>8}{r['connect_p99_ms']:>8}{r['every_event_once']:>13}"
+        )
+    return result
+
+
 def _webhooks(smoke: bool) -> dict[str, Any]:
     result = webhooks.run(one_by_one=5 if smoke else 20, burst=10 if smoke else 50)
     one, burst = result["one_by_one"], result["burst"]
@@ -181,7 +207,8 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all (smoke: pipeline)")
     parser.add_argument("--out", default="bench/results", help="where the JSON report goes")
     args = parser.parse_args()
-    chosen = args.scenario or (["pipeline", "latency", "fanout", "concurrency"] if args.smoke else list(SCENARIOS))
+    smoke = ["pipeline", "latency", "fanout", "joinstorm", "concurrency"]
+    chosen = args.scenario or (smoke if args.smoke else list(SCENARIOS))
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -190,6 +217,7 @@ def main() -> int:
         "pipeline": _pipeline,
         "latency": _latency,
         "fanout": _fanout,
+        "joinstorm": _joinstorm,
         "concurrency": _concurrency,
         "submit": _submit,
         "batch": _batch,

@@ -2,7 +2,8 @@
 
 Opens N connections with raw asyncio streams (no HTTP library: the load generator must not be what is
 measured), reads each event stream to ``done``, and writes every event's arrival time (``time.time()``) per
-viewer to OUT as JSON lines of ``[ids, times]``. With ``--slow`` each viewer reads 256 bytes at a time with a
+viewer to OUT as JSON lines of ``[ids, times, connected_at, status]`` (when its status line arrived, and the HTTP
+status), or ``[[], [], error]``. With ``--slow`` each viewer reads 256 bytes at a time with a
 pause between reads: a deliberately slow client.
 """
 
@@ -26,14 +27,17 @@ async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.
 
 async def _view(
     host: str, port: int, path: str, slow: bool, start: asyncio.Event, first: list[int]
-) -> tuple[list[int], list[float]]:
+) -> tuple[list[int], list[float], float, int]:
     await start.wait()
     reader, writer = await _connect(host, port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
     ids: list[int] = []
     times = array.array("d")
+    status_line = await reader.readline()
+    connected_at = time.time()
+    status = int(status_line.split(b" ", 2)[1]) if status_line.startswith(b"HTTP/") else 0
     pending = b""
-    done = False
+    done = status != 200
     while not done:
         piece = await (reader.read(256) if slow else reader.read(65536))
         if not piece:
@@ -52,13 +56,15 @@ async def _view(
         if slow:
             await asyncio.sleep(0.02)
     writer.close()
-    return ids, list(times)
+    return ids, list(times), connected_at, status
 
 
 async def main(host: str, port: int, path: str, n: int, out: str, slow: bool) -> None:
     start = asyncio.Event()
     first: list[int] = []
     tasks = [asyncio.create_task(_view(host, port, path, slow, start, first)) for _ in range(n)]
+    with open(out + ".start", "w") as f:  # when this process began connecting (join storms measure from here)
+        f.write(str(time.time()))
     start.set()
 
     async def report_ready() -> None:  # every viewer of this process has its first event: it is live
