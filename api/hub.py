@@ -269,7 +269,10 @@ class Hub:
                         metrics.CATCHUPS.inc()
                         events = await catch_up()
                         if not events:
-                            continue
+                            # Redis no longer has what the hub read (the generation was deleted, or a failover lost
+                            # the tail until its worker writes it again): end here, and the client resumes from its
+                            # last event. Reading again at once spun on empty replies.
+                            return
                         cursor, done = events[-1].seq, events[-1].type == "done"
                         taken = view.replay(events)
                         del events

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from reasonq.api.hub import Hub
+from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
 from reasonq.shared.redis import create_blocking_redis, create_redis
 from reasonq.shared.schemas import GenerationCreate, UserMessage
@@ -187,3 +188,25 @@ def test_one_read_serves_every_viewer(with_hub: Any, unit_redis_url: str) -> Non
         assert hub.total_watching == 0 and hub.viewer_count == 0
 
     with_hub(body)
+
+
+def test_a_viewer_behind_the_ring_of_a_deleted_stream_ends_instead_of_spinning(with_hub: Any) -> None:
+    """Regression: a viewer that fell behind the ring re-read from Redis, and when Redis no longer had the events
+    (the generation deleted, ``DELETE /v1/responses/{id}``), it read again at once, forever."""
+
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        watching = asyncio.create_task(collect(hub.follow(producer.gid, 0)))
+        while hub.viewer_count < 1:
+            await asyncio.sleep(0.01)
+        await producer.emit(40)  # well past the ring of 4
+        while hub._topics[producer.gid].cursor < producer.seq:
+            await asyncio.sleep(0.01)
+        await store.redis.delete(keys.events_key(producer.gid))
+        reads_before = hub.stats.catchups
+        late = await asyncio.wait_for(collect(hub.follow(producer.gid, 0)), 5)
+        assert late == [] and hub.stats.catchups - reads_before == 1
+        watching.cancel()
+
+    with_hub(body, ring_events=4)
