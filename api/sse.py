@@ -35,6 +35,12 @@ class _Stream:
         self.ending = False  # the last frame is sent: nothing more may be (uvicorn refuses a send after the end)
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class StreamResponse(Response):
     """``text/event-stream`` from ``content`` (already encoded frames), with a keep-alive comment after ``ping_s``
     of silence.
@@ -81,6 +87,7 @@ class StreamResponse(Response):
                 state.sent_at = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             state.ending = True
+            await _stop(watcher)  # a keep-alive waiting on a slow socket must not follow the end (uvicorn refuses)
             await send(_END)
         except asyncio.CancelledError:
             if not state.gone:
@@ -89,9 +96,7 @@ class StreamResponse(Response):
         except OSError:
             pass  # an ASGI 2.4 server's send to a client that is gone
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await _stop(watcher)
 
     async def _watch(self, receive: Receive, send: Send, stream: asyncio.Task[None], state: _Stream) -> None:
         loop = asyncio.get_running_loop()
