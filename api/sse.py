@@ -27,12 +27,11 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class _Stream:
-    __slots__ = ("ending", "gone", "sent_at")
+    __slots__ = ("gone", "sent_at")
 
     def __init__(self, now: float) -> None:
         self.sent_at = now
         self.gone = False  # the client left: the watcher cancelled the stream
-        self.ending = False  # the last frame is sent: nothing more may be (uvicorn refuses a send after the end)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -86,8 +85,9 @@ class StreamResponse(Response):
             async for chunk in self._content:
                 state.sent_at = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            state.ending = True
-            await _stop(watcher)  # a keep-alive waiting on a slow socket must not follow the end (uvicorn refuses)
+            # Stopped first: a keep-alive held by a slow socket must not follow the end (uvicorn refuses it), and
+            # after the end uvicorn answers every receive with a disconnect.
+            await _stop(watcher)
             await send(_END)
         except asyncio.CancelledError:
             if not state.gone:
@@ -105,20 +105,15 @@ class StreamResponse(Response):
                 async with asyncio.timeout_at(state.sent_at + self._ping_s):
                     message = await receive()
             except TimeoutError:
-                if state.ending:
-                    return
-                if loop.time() >= state.sent_at + self._ping_s:  # quiet for ping_s (a frame may have gone since)
-                    state.sent_at = loop.time()
-                    try:
-                        await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
-                    except OSError:
-                        message = {"type": "http.disconnect"}
-                    else:
-                        continue
-                else:
+                if loop.time() < state.sent_at + self._ping_s:
+                    continue  # a frame went out meanwhile
+                state.sent_at = loop.time()
+                try:
+                    await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
                     continue
+                except OSError:
+                    message = {"type": "http.disconnect"}
             if message["type"] == "http.disconnect":
-                if not state.ending:  # after the end, uvicorn answers every receive with a disconnect
-                    state.gone = True
-                    stream.cancel()
+                state.gone = True
+                stream.cancel()
                 return

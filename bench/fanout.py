@@ -60,6 +60,19 @@ def _probe(redis_url: str, gid: str, out: dict[int, float], stop: threading.Even
                     return
 
 
+def start_viewers(port: int, path: str, n: int, tmp: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """``n`` viewers of ``path`` in load-generator processes of ``VIEWERS_PER_PROCESS`` each, writing to ``tmp``."""
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    remaining = n
+    while remaining > 0:
+        k = min(VIEWERS_PER_PROCESS, remaining)
+        remaining -= k
+        out = tmp / f"v{len(procs)}.jsonl"
+        argv = [sys.executable, "-m", "bench.viewers", "127.0.0.1", str(port), path, str(k), str(out)]
+        procs.append((subprocess.Popen(argv), out))
+    return procs
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -86,14 +99,7 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
     stop = threading.Event()
     probe = threading.Thread(target=_probe, args=(stack.store_url, gid, probe_times, stop), daemon=True)
     probe.start()
-    procs = []
-    remaining = n
-    while remaining > 0:
-        k = min(VIEWERS_PER_PROCESS, remaining)
-        remaining -= k
-        out = tmp / f"v{len(procs)}.jsonl"
-        argv = [sys.executable, "-m", "bench.viewers", "127.0.0.1", str(stack.api_port), path, str(k), str(out)]
-        procs.append((subprocess.Popen(argv), out))
+    procs = start_viewers(stack.api_port, path, n, tmp)
     slow_proc = None
     if slow:
         out = tmp / "slow.jsonl"
@@ -116,7 +122,8 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
     problems: list[str] = []
     for _, out in procs:
         for line in out.read_text().splitlines():
-            ids, times, *err = json.loads(line)
+            ids, times, *rest = json.loads(line)  # rest: [error], or [connected_at, HTTP status]
+            err = rest[0] if len(rest) == 1 else f"HTTP {rest[1]}"
             if ids == expected:
                 complete += 1
             elif len(problems) < 3:

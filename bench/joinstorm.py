@@ -19,20 +19,13 @@ from typing import Any
 
 import httpx
 
-from bench.fanout import VIEWERS_PER_PROCESS, _cpu_s, _percentile, _rss_kib
+from bench.fanout import _cpu_s, _percentile, _rss_kib, start_viewers
 from bench.stack import Stack
 from reasonq.processes import free_port
 
 
 def _storm(port: int, path: str, n: int, tmp: Path, watch_pid: int | None) -> dict[str, Any]:
-    procs = []
-    remaining = n
-    while remaining > 0:
-        k = min(VIEWERS_PER_PROCESS, remaining)
-        remaining -= k
-        out = tmp / f"v{len(procs)}.jsonl"
-        argv = [sys.executable, "-m", "bench.viewers", "127.0.0.1", str(port), path, str(k), str(out)]
-        procs.append((subprocess.Popen(argv), out))
+    procs = start_viewers(port, path, n, tmp)
     cpu0, t0 = (_cpu_s(watch_pid) if watch_pid else 0.0), time.monotonic()
     peak_rss = 0
     while any(p.poll() is None for p, _ in procs):
