@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,7 +25,19 @@ from redis.exceptions import RedisError
 
 from reasonq.api import metrics
 from reasonq.api.coalesce import Coalescer
-from reasonq.api.topics import CHUNK_BYTES, EVENTS_VIEW, NATIVE_SSE, BytesView, Format, HubUnavailable, T, Topic, View
+from reasonq.api.topics import (
+    CHUNK_BYTES,
+    EVENTS_VIEW,
+    NATIVE_SSE,
+    BytesView,
+    Format,
+    HubUnavailable,
+    StreamRef,
+    T,
+    Topic,
+    View,
+    generation_ref,
+)
 from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
 from reasonq.shared.events import StoredEvent, parse_entry
@@ -97,9 +109,11 @@ class Hub:
         self._ring_events = ring_events
         self._topics: dict[str, Topic] = {}
         # Viewers opening one topic, or replaying from one point, at once share one read (a join storm, issue 14).
-        self._tail: Coalescer[str, list[StoredEvent]] = Coalescer(lambda gid: store.streams.tail(gid, ring_events))
-        self._reads: Coalescer[tuple[str, int, int], list[StoredEvent]] = Coalescer(
-            lambda point: store.streams.read(*point)
+        self._tail: Coalescer[StreamRef, list[StoredEvent]] = Coalescer(
+            lambda ref: store.streams.tail_key(ref.key, ring_events)
+        )
+        self._reads: Coalescer[tuple[StreamRef, int, int], list[StoredEvent]] = Coalescer(
+            lambda point: store.streams.read_key(point[0].key, point[1], point[2])
         )
         self._hub_id = secrets.token_hex(8)
         # On a Cluster one reader per shard (an XREAD stays in one slot); on one Redis one reader reads everything.
@@ -207,7 +221,7 @@ class Hub:
         self._watch(generation_id, 1)
         try:
             yield RETRY_FRAME
-            async for chunk in self._follow(generation_id, after, BytesView(fmt)):
+            async for chunk in self._follow(generation_ref(generation_id), after, BytesView(fmt)):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -221,7 +235,7 @@ class Hub:
         ``done``, or early (without raising) if Redis becomes unreachable."""
         self._watch(generation_id, 1)
         try:
-            async for events in self._follow(generation_id, after, EVENTS_VIEW):
+            async for events in self._follow(generation_ref(generation_id), after, EVENTS_VIEW):
                 yield events
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -229,7 +243,15 @@ class Hub:
         finally:
             self._watch(generation_id, -1)
 
-    async def _follow(self, generation_id: str, after: int, view: View[T]) -> AsyncIterator[T]:
+    async def follow_stream(self, ref: StreamRef, after: int) -> AsyncGenerator[list[StoredEvent], None]:
+        """Every entry of any stream after ``after``, in batches, from Redis then live, ending after ``done``: a
+        durable stream's data (issue 17). Redis errors propagate (``HubUnavailable`` when the reader lost Redis):
+        the protocol's client resumes from its last offset."""
+        async for events in self._follow(ref, after, EVENTS_VIEW):
+            yield events
+
+    async def _follow(self, ref: StreamRef, after: int, view: View[T]) -> AsyncIterator[T]:
+        topic_id = ref.topic_id
         cursor = after
         count = CATCHUP_FIRST_COUNT
 
@@ -237,7 +259,7 @@ class Hub:
             # Slow start: the first read is small, later ones double while they stay under CHUNK_BYTES and shrink
             # toward it when events are large (every pooled connection's read buffer grows to its largest reply).
             nonlocal count
-            events = await self._reads.get((generation_id, cursor, count))  # shared by viewers at the same point
+            events = await self._reads.get((ref, cursor, count))  # shared by viewers at the same point
             metrics.EVENTS_FANNED_OUT.inc(len(events))
             size = sum(len(e.data) for e in events)
             count = max(1, count * CHUNK_BYTES // size) if size > CHUNK_BYTES else min(CATCHUP_COUNT, count * 2)
@@ -247,7 +269,7 @@ class Hub:
         # reaches back, a read at the viewer's pace below) has what the viewer lacks. In a join storm that is no
         # Redis call per viewer at all (issue 14: each one's XRANGE queued behind the pool). Otherwise replay
         # what Redis has first: a finished generation never touches the hub.
-        while generation_id not in self._topics:
+        while topic_id not in self._topics:
             if self._draining:
                 raise HubUnavailable("server shutting down")
             events = await catch_up()
@@ -259,7 +281,7 @@ class Hub:
             yield taken
             if done:
                 return
-        topic = await self._subscribe(generation_id)
+        topic = await self._subscribe(ref)
         try:
             while True:
                 if topic.cursor > cursor:
@@ -289,25 +311,25 @@ class Hub:
         finally:
             self._unsubscribe(topic)
 
-    async def _subscribe(self, generation_id: str) -> Topic:
+    async def _subscribe(self, ref: StreamRef) -> Topic:
         if self._draining:
             raise HubUnavailable("server shutting down")
-        topic = self._topics.get(generation_id)
+        topic = self._topics.get(ref.topic_id)
         if topic is None:
             # The ring starts with the stream's tail, so the viewers joining a generation early (a storm before its
             # first tokens) take every event from memory.
-            tail = await self._tail.get(generation_id)
-            topic = self._topics.get(generation_id)  # another viewer may have opened it meanwhile
+            tail = await self._tail.get(ref)
+            topic = self._topics.get(ref.topic_id)  # another viewer may have opened it meanwhile
             if topic is None:
                 topic = Topic(
-                    generation_id=generation_id,
-                    key=keys.events_key(generation_id).encode(),
+                    generation_id=ref.topic_id,
+                    key=ref.key.encode(),
                     cursor=0,
-                    group=keys.shard_of(generation_id) if self._sharded else 0,
+                    group=ref.shard if self._sharded else 0,
                 )
                 if tail:
                     topic.publish(tail, self._ring_events)  # sets the cursor, and ``finished`` at ``done``
-                self._topics[generation_id] = topic
+                self._topics[ref.topic_id] = topic
                 reader = self._reader_of(topic.group)
                 reader.topics[topic.key] = topic
                 self.stats.topics_opened += 1

@@ -16,7 +16,17 @@ from reasonq.api.errors import install_error_handlers
 from reasonq.api.hub import Hub
 from reasonq.api.limits import Admission
 from reasonq.api.middleware import RequestLimitMiddleware
-from reasonq.api.routes import batches, files, generations, health, openai_compat, pages, responses, webhooks
+from reasonq.api.routes import (
+    batches,
+    durable,
+    files,
+    generations,
+    health,
+    openai_compat,
+    pages,
+    responses,
+    webhooks,
+)
 from reasonq.api.submission import Submitter
 from reasonq.api.tuning import pin_mmap_threshold, tune_gc
 from reasonq.shared.queue import create_celery
@@ -68,5 +78,6 @@ app.include_router(responses.router)
 app.include_router(batches.router)
 app.include_router(files.router)
 app.include_router(webhooks.router)
+app.include_router(durable.router)
 app.include_router(pages.router)
 app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -57,7 +57,11 @@ def _error(status: int, kind: str, message: str) -> tuple[dict[str, Any], bytes]
     start = {
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ],
     }
     return start, body
 
@@ -67,6 +71,9 @@ _FORM = b"application/x-www-form-urlencoded"
 
 # Bodies that may be as large as a batch: the batch itself, or its input file uploaded first.
 _UPLOADS = frozenset({"/v1/batches", "/v1/files"})
+# Durable Streams bodies are the stream's bytes (binary, any type): only their size is checked here; the protocol's
+# own rules (JSON mode's validation) are the route's (issue 17).
+_RAW_PREFIX = "/v1/stream/"
 
 
 def _form_as_json(scope: Scope) -> Scope:
@@ -77,6 +84,20 @@ def _form_as_json(scope: Scope) -> Scope:
         return scope
     rewritten = [(n, b"application/json" if n == b"content-type" else v) for n, v in headers]
     return {**scope, "headers": rewritten}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the connection's own messages."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class RequestLimitMiddleware:
@@ -92,7 +113,11 @@ class RequestLimitMiddleware:
             await self.app(scope, receive, send)
             return
         settings = self.settings
-        limit = settings.max_batch_body_bytes if scope["path"] in _UPLOADS else settings.max_body_bytes
+        raw = scope["path"].startswith(_RAW_PREFIX)
+        if raw:
+            limit = settings.ds_max_append_bytes
+        else:
+            limit = settings.max_batch_body_bytes if scope["path"] in _UPLOADS else settings.max_body_bytes
         too_large = f"body: larger than {limit} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
@@ -118,6 +143,9 @@ class RequestLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if raw:
+            await self.app(scope, _replay(body, receive), send)
+            return
         try:
             body.decode()
         except UnicodeDecodeError as e:
@@ -135,16 +163,7 @@ class RequestLimitMiddleware:
             return
         if scope["path"] not in _UPLOADS:
             scope = _form_as_json(scope)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay(body, receive), send)
 
     @staticmethod
     async def _reject(send: Send, status: int, kind: str, message: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from reasonq.api import metrics
+from reasonq.shared import keys
 from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import StoredEvent, to_sse
 
@@ -39,6 +40,21 @@ class Format:
 
 
 NATIVE_SSE = Format("sse", to_sse)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    """A stream the hub can follow: a generation's events or a durable stream's data (issue 17). ``topic_id`` names
+    its topic (unique across both kinds), ``key`` is its Redis Stream and ``shard`` the shard whose slot holds it."""
+
+    topic_id: str
+    key: str
+    shard: int
+
+
+def generation_ref(generation_id: str) -> StreamRef:
+    """The hub's reference to a generation's events."""
+    return StreamRef(generation_id, keys.events_key(generation_id), keys.shard_of(generation_id))
 
 
 @dataclass(eq=False)

@@ -292,3 +292,35 @@ def provider_keys(name: str) -> list[str]:
 def capacity_channel() -> str:
     """Pub/sub channel: a provider's name, published when one of its slots frees (waiting workers try at once)."""
     return f"{PREFIX}capacity"
+
+
+def durable_stream_id(owner: str, path: str) -> str:
+    """The id of a Durable Streams stream (issue 17): a digest of its owner and path, so each client key has its
+    own namespace (404 across keys, no existence leak) and any path text is a safe, short key part."""
+    return hashlib.sha256(f"{owner}\x00{path}".encode()).hexdigest()[:32]
+
+
+def _durable(stream_id: str) -> str:
+    # In a generation shard's slot: the hub's per-shard reader XREADs durable streams with that shard's generations.
+    return f"{PREFIX}{{{SHARD_TAGS[shard_of(stream_id)]}}}:ds:{stream_id}"
+
+
+def durable_keys(stream_id: str) -> list[str]:
+    """A durable stream's keys, one slot, in the order its scripts take them:
+
+    - hash ``meta``: content type, TTL / expiry, tail, closure, Stream-Seq, owner, path, fork origin, soft-delete;
+    - stream ``data``: one entry ``N-0`` per append (``t`` = ``data``, ``d`` = its bytes), and a ``done`` entry
+      when the stream is closed (the hub's end of stream);
+    - hash ``producers``: producer id -> "epoch seq" (idempotent producers);
+    - set ``forks``: ids of the streams forked from it (a deleted stream with forks stays soft-deleted).
+
+    No TTL unless the stream has one (``Stream-TTL``: every read and write slides it; ``Stream-Expires-At``: an
+    absolute deadline); deleted by ``DELETE``.
+    """
+    base = _durable(stream_id)
+    return [base, f"{base}:data", f"{base}:producers", f"{base}:forks"]
+
+
+def durable_data_key(stream_id: str) -> str:
+    """The data stream of a durable stream (see ``durable_keys``)."""
+    return f"{_durable(stream_id)}:data"

@@ -157,6 +157,15 @@ class Settings(BaseSettings):
     webhook_retry_for_s: float = Field(
         86_400.0, gt=0, description="How long an undelivered webhook is retried before it is marked failed."
     )
+    ds_long_poll_s: float = Field(
+        20.0, gt=0, description="Durable Streams: how long a long-poll read waits for data before its 204."
+    )
+    ds_sse_max_s: float = Field(
+        60.0, gt=0, description="Durable Streams: an SSE read ends after this (the client resumes from its offset)."
+    )
+    ds_max_append_bytes: int = Field(
+        16_777_216, gt=0, description="Durable Streams: largest create or append body (413 above it)."
+    )
     max_messages: int = Field(256, gt=0, description="Most messages in one chat request.")
     max_prompt_chars: int = Field(400_000, gt=0, description="Most characters over all messages of one request.")
     request_read_timeout_s: float = Field(

@@ -10,7 +10,8 @@
 - ``batches``, ``files``, ``idempotency``, ``admission``: batches, uploaded files, ``Idempotency-Key`` claims,
   per-key limits' counts;
 - ``capacity``: providers' concurrent-stream slots and start rates, across every worker;
-- ``webhooks``: the webhook outbox, events and their delivery states.
+- ``webhooks``: the webhook outbox, events and their delivery states;
+- ``durable``: Durable Streams protocol streams (issue 17).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from reasonq.shared.redis import is_cluster
 from reasonq.shared.store.admission import AdmissionCounts
 from reasonq.shared.store.batches import Batches, BatchOptions, BatchState
 from reasonq.shared.store.capacity import Grant, ProviderCapacity
+from reasonq.shared.store.durable import DurableStreams
 from reasonq.shared.store.files import FileMeta, Files
 from reasonq.shared.store.idempotency import IdempotencyKeys
 from reasonq.shared.store.leases import ClaimResult, ClaimTarget, Leases
@@ -39,6 +41,7 @@ __all__ = [
     "Batches",
     "ClaimResult",
     "ClaimTarget",
+    "DurableStreams",
     "EventLog",
     "Fence",
     "FileMeta",
@@ -84,6 +87,7 @@ class GenerationStore:
         self.presence = Presence(redis)
         self.batches = Batches(redis, self.records)
         self.files = Files(redis)
+        self.durable = DurableStreams(redis)
         self.idempotency = IdempotencyKeys(redis)
         self.admission = AdmissionCounts(redis)
         self.capacity = ProviderCapacity(redis)

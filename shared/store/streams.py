@@ -54,14 +54,21 @@ class EventLog:
 
     async def read(self, generation_id: str, after: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` events with ids strictly greater than ``after``."""
-        entries = cast(
-            Entries, await self._redis.xrange(keys.events_key(generation_id), min=f"({after}-0", max="+", count=count)
-        )
+        return await self.read_key(keys.events_key(generation_id), after, count)
+
+    async def read_key(self, key: str, after: int, count: int) -> list[StoredEvent]:
+        """Up to ``count`` entries of the stream at ``key`` (a generation's events or a durable stream's data) with
+        ids strictly greater than ``after``."""
+        entries = cast(Entries, await self._redis.xrange(key, min=f"({after}-0", max="+", count=count))
         return [parse_entry(entry_id, fields) for entry_id, fields in entries]
 
     async def tail(self, generation_id: str, count: int) -> list[StoredEvent]:
         """The newest ``count`` events, oldest first (empty when there are none)."""
-        entries = cast(Entries, await self._redis.xrevrange(keys.events_key(generation_id), count=count))
+        return await self.tail_key(keys.events_key(generation_id), count)
+
+    async def tail_key(self, key: str, count: int) -> list[StoredEvent]:
+        """The newest ``count`` entries of the stream at ``key``, oldest first."""
+        entries = cast(Entries, await self._redis.xrevrange(key, count=count))
         return [parse_entry(entry_id, fields) for entry_id, fields in reversed(entries)]
 
     async def append(self, generation_id: str, attempt: Fence, expected_seq: int, events: list[EventArgs]) -> int:
