@@ -65,11 +65,18 @@ def test_metrics_carry_the_deployments_tokens_ends_and_latency_histograms(client
     def delta(text: str, name: str) -> float:
         return metric_value(text, name) - metric_value(before, name)
 
-    def observed() -> bool:  # workers add their observations with each heartbeat (1 s here)
-        return delta(client.get("/metrics").text, "reasonq_queue_pickup_seconds_count") >= 3
+    def observed() -> bool:
+        # Workers add their observations with each heartbeat (1 s here), and a generation's end is counted just
+        # after its last event is visible, so it may ride a later heartbeat than its tokens: wait for all of them.
+        text = client.get("/metrics").text
+        return (
+            delta(text, "reasonq_queue_pickup_seconds_count") >= 3
+            and delta(text, 'reasonq_generations_ended_total{status="completed"}') >= 3
+            and delta(text, "reasonq_tokens_total") >= 36
+        )
 
     wait_until(observed, timeout_s=10, what="the workers' observations")
-    text = client.get("/metrics").text
+    text = _settled_metrics(client)  # nothing more arrives later: a double count would show here
     assert delta(text, "reasonq_tokens_total") == 36
     assert delta(text, 'reasonq_generations_ended_total{status="completed"}') == 3
     assert delta(text, 'reasonq_generations_submitted_total{route="single"}') == 3
