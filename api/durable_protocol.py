@@ -99,6 +99,12 @@ def parse_offset(values: list[str]) -> Start | None:
     return int(match.group(1))
 
 
+def issued_offset(raw: str) -> int | None:
+    """The entry of an offset this server issued, or ``None``."""
+    match = _OFFSET_RE.match(raw)
+    return None if match is None else int(match.group(1))
+
+
 def parse_fork_offset(raw: str) -> int:
     """``Stream-Fork-Offset``: an offset this server issued."""
     match = _OFFSET_RE.match(raw)

@@ -15,6 +15,7 @@ from typing import Final
 
 import orjson
 from fastapi import Response
+from redis.exceptions import RedisError
 
 from reasonq.api.durable_protocol import (
     BASE_HEADERS,
@@ -27,7 +28,7 @@ from reasonq.api.durable_protocol import (
 )
 from reasonq.api.hub import Hub
 from reasonq.api.sse import StreamResponse
-from reasonq.api.topics import CHUNK_BYTES, StreamRef, generation_ref
+from reasonq.api.topics import CHUNK_BYTES, HubUnavailable, StreamRef, generation_ref
 from reasonq.shared import keys
 from reasonq.shared.events import StoredEvent
 from reasonq.shared.store import GenerationStore
@@ -39,18 +40,19 @@ CACHEABLE: Final = "max-age=60, stale-while-revalidate=300"
 
 @dataclass
 class Snapshot:
-    """A source as one read found it: its tail, whether it is closed, and the data after the read's start."""
+    """A source as one read found it: its tail, whether it is closed, the data after the read's start, and the id
+    its ETags start with (a stream's instance: one created again at the same path never matches an old tag)."""
 
     tail: int
     closed: bool
     events: list[StoredEvent]
+    etag_id: str
 
 
 class Source:
     """Something readable as a durable stream."""
 
     encoding: Encoding
-    etag_id: str
     ref: StreamRef
     shared: bool  # readable by anyone with the URL (open mode): catch-up responses are publicly cacheable
 
@@ -68,7 +70,6 @@ class DurableSource(Source):
         self._store = store
         self._id = stream_id
         self.encoding = Encoding(content_type)
-        self.etag_id = stream_id[:12]
         self.ref = StreamRef(f"ds:{stream_id}", keys.durable_data_key(stream_id), keys.shard_of(stream_id))
         self.shared = shared
 
@@ -79,8 +80,7 @@ class DurableSource(Source):
         if meta.deleted:
             raise ProtocolError(410, "this stream was deleted")
         data, _ = self.convert(entries)
-        self.etag_id = f"{self._id[:12]}{meta.instance}"
-        return Snapshot(meta.tail, meta.closed, data)
+        return Snapshot(meta.tail, meta.closed, data, f"{self._id[:12]}{meta.instance}")
 
     def convert(self, entries: list[StoredEvent]) -> tuple[list[StoredEvent], bool]:
         return [e for e in entries if e.type == "data"], any(e.type == "done" for e in entries)
@@ -94,15 +94,15 @@ class GenerationSource(Source):
         self._store = store
         self._id = generation_id
         self.encoding = Encoding("application/json")
-        self.etag_id = f"g{generation_id}"
         self.ref = generation_ref(generation_id)
         self.shared = False
 
     async def snapshot(self, after: int | None, *, slide: bool) -> Snapshot:
+        # ``slide`` does not apply: a generation's retention starts when it ends, whoever reads it.
         tail, ended = await self._store.records.last_seq(self._id)
         events = [] if after is None else await self._store.streams.read(self._id, after, READ_ENTRIES)
-        data, done = self.convert(events)
-        return Snapshot(tail, ended, data)
+        data, _ = self.convert(events)
+        return Snapshot(tail, ended, data, f"g{self._id}")
 
     def convert(self, entries: list[StoredEvent]) -> tuple[list[StoredEvent], bool]:
         data = [
@@ -150,7 +150,7 @@ async def catch_up(source: Source, start: Start, if_none_match: str | None) -> R
     end = events[-1].seq if events else max(start, 0)
     at_tail = end >= snap.tail
     closed = snap.closed and at_tail
-    etag = f'"{source.etag_id}:{format_offset(start)}:{format_offset(end)}{":c" if closed else ""}"'
+    etag = f'"{snap.etag_id}:{format_offset(start)}:{format_offset(end)}{":c" if closed else ""}"'
     scope = "public" if source.shared else "private"
     common = headers(
         content_type=source.encoding.content_type,
@@ -182,7 +182,7 @@ async def long_poll(source: Source, hub: Hub, start: Start, cursor: str | None, 
                 data, done = source.convert(entries)
                 if data:
                     tail = data[-1].seq
-                    return _data_response(source, data, Snapshot(tail, done, data), new_cursor)
+                    return _data_response(source, data, Snapshot(tail, done, data, snap.etag_id), new_cursor)
                 if done:
                     return _empty_poll(source, after, closed=True, cursor=None)
     except TimeoutError:
@@ -205,7 +205,7 @@ def _data_response(source: Source, events: list[StoredEvent], snap: Snapshot, cu
             stream_up_to_date="true" if at_tail else None,
             stream_closed="true" if closed else None,
             stream_cursor=None if closed else cursor,
-            etag=f'"{source.etag_id}:{format_offset(events[0].seq - 1)}:{format_offset(end)}"',
+            etag=f'"{snap.etag_id}:{format_offset(events[0].seq - 1)}:{format_offset(end)}"',
             cache_control="private, no-cache",
         ),
     )
@@ -249,7 +249,13 @@ async def _sse_frames(
     deadline = loop.time() + max_s
     follow = hub.follow_stream(source.ref, after)
     try:
-        async for entries in follow:
+        while True:
+            # The deadline holds on an idle stream too; a hub that stops (shutdown) or loses Redis ends the
+            # response whole, and the client resumes from its last offset (the protocol has no error event).
+            try:
+                entries = await asyncio.wait_for(anext(follow), max(0.0, deadline - loop.time()))
+            except (StopAsyncIteration, TimeoutError, HubUnavailable, RedisError, OSError):
+                return
             data, done = source.convert(entries)
             chunks = _chunks(data)
             for i, chunk in enumerate(chunks):

@@ -12,12 +12,15 @@ from fastapi_offline import FastAPIOffline
 
 from reasonq.api.access import AccessReader, ShareSigner
 from reasonq.api.auth import KeyRing, announce_access
+from reasonq.api.ds_signing import WebhookSigner
+from reasonq.api.ds_wakes import Waker
 from reasonq.api.errors import install_error_handlers
 from reasonq.api.hub import Hub
 from reasonq.api.limits import Admission
 from reasonq.api.middleware import RequestLimitMiddleware
 from reasonq.api.routes import (
     batches,
+    ds_subscriptions,
     durable,
     files,
     generations,
@@ -54,13 +57,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.signer = ShareSigner(store, settings)
     app.state.access = AccessReader(store.records.access_of)
     app.state.submitter = Submitter(store, celery, settings, Admission(store.admission, settings.retention_s))
+    app.state.webhook_signer = webhook_signer = WebhookSigner.from_settings(settings)
+    loopback = keyring.open if settings.ds_webhook_loopback is None else settings.ds_webhook_loopback
+    app.state.waker = waker = Waker(store, webhook_signer, timeout_s=settings.webhook_timeout_s, loopback=loopback)
     announce_access(keyring)
     hub.start()
+    waker.start()
     tune_gc()
     pin_mmap_threshold()
     try:
         yield
     finally:
+        await waker.stop()
         await hub.stop()
         await redis.aclose()
 
@@ -78,6 +86,7 @@ app.include_router(responses.router)
 app.include_router(batches.router)
 app.include_router(files.router)
 app.include_router(webhooks.router)
+app.include_router(ds_subscriptions.router)  # before durable's /v1/stream/{path}: __ds/ is the protocol's own
 app.include_router(durable.router)
 app.include_router(pages.router)
 app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -312,15 +312,67 @@ def durable_keys(stream_id: str) -> list[str]:
     - stream ``data``: one entry ``N-0`` per append (``t`` = ``data``, ``d`` = its bytes), and a ``done`` entry
       when the stream is closed (the hub's end of stream);
     - hash ``producers``: producer id -> "epoch seq" (idempotent producers);
-    - set ``forks``: ids of the streams forked from it (a deleted stream with forks stays soft-deleted).
+    - set ``forks``: ids of the streams forked from it (a deleted stream with forks stays soft-deleted);
+    - set ``subs``: the subscriptions linked to it (``ds_subscription_keys`` ids), so an append knows in its own
+      script whether anyone is to be woken.
 
     No TTL unless the stream has one (``Stream-TTL``: every read and write slides it; ``Stream-Expires-At``: an
     absolute deadline); deleted by ``DELETE``.
     """
     base = _durable(stream_id)
-    return [base, f"{base}:data", f"{base}:producers", f"{base}:forks"]
+    return [base, f"{base}:data", f"{base}:producers", f"{base}:forks", f"{base}:subs"]
 
 
 def durable_data_key(stream_id: str) -> str:
     """The data stream of a durable stream (see ``durable_keys``)."""
     return f"{_durable(stream_id)}:data"
+
+
+def _owner_digest(owner: str) -> str:
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
+
+
+def ds_subscription_id(owner: str, subscription: str) -> str:
+    """The id of a Durable Streams subscription (PROTOCOL.md section 6): a digest of its owner and client-given id,
+    as for streams (each client key has its own subscriptions)."""
+    return hashlib.sha256(f"{owner}\x00{subscription}".encode()).hexdigest()[:32]
+
+
+def ds_subscription_keys(sub_id: str) -> list[str]:
+    """A subscription's keys, one slot of its own, in the order its scripts take them:
+
+    - hash ``state``: configuration (and its hash, for idempotent PUT), owner, client id, the wake in flight
+      (generation, wake id, snapshot of tails, token digest, holder, lease deadline), webhook retry state, deleted;
+    - hash ``links``: stream path -> ``<link types> <acked offset>`` (``e`` explicit, ``g`` glob).
+
+    No TTL while the subscription lives; a deleted one's tombstone (its generation, so an old token stays fenced if
+    the id is used again) expires after ``DS_SUBSCRIPTION_TOMBSTONE_S``.
+    """
+    base = f"{PREFIX}{{dss:{sub_id}}}"
+    return [f"{base}:state", f"{base}:links"]
+
+
+DS_SUBSCRIPTION_TOMBSTONE_S = 86_400
+
+
+def ds_owner_patterns_key(owner: str) -> str:
+    """Hash: id -> glob ``pattern`` of an owner's subscriptions that have one (matched when a stream is created)."""
+    return f"{PREFIX}ds:owner:{_owner_digest(owner)}:patterns"
+
+
+def ds_owner_paths_key(owner: str) -> str:
+    """Set: an owner's stream paths (a new subscription's pattern is matched against them: the protocol's
+    backfill). Added at creation, removed at deletion; a stream that expired is dropped when a backfill meets it."""
+    return f"{PREFIX}ds:owner:{_owner_digest(owner)}:paths"
+
+
+def ds_subscriptions_due_key() -> str:
+    """ZSET: subscription id -> when it next needs looking at (ms): a wake to issue or deliver, a retry, a lease
+    to expire. Every API process's waker claims due members (``webhook_claim.lua``); no TTL."""
+    return f"{PREFIX}ds:subs:due"
+
+
+def ds_signing_keys_key() -> str:
+    """Hash: webhook signing key id -> its public JWK and when a process last announced it (the JWKS every API
+    process serves). Private keys never leave their process."""
+    return f"{PREFIX}ds:jwks"

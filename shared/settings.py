@@ -166,6 +166,16 @@ class Settings(BaseSettings):
     ds_max_append_bytes: int = Field(
         16_777_216, gt=0, description="Durable Streams: largest create or append body (413 above it)."
     )
+    ds_webhook_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Durable Streams: Ed25519 seed (32 bytes, base64) signing subscription webhooks, the same on "
+        "every API process; empty: each process makes its own (its public key is in the JWKS either way).",
+    )
+    ds_webhook_loopback: bool | None = Field(
+        None,
+        description="Durable Streams: accept http://localhost and http://127.0.0.x webhook URLs (the protocol's "
+        "development exception); unset: only while no api_keys are configured.",
+    )
     max_messages: int = Field(256, gt=0, description="Most messages in one chat request.")
     max_prompt_chars: int = Field(400_000, gt=0, description="Most characters over all messages of one request.")
     request_read_timeout_s: float = Field(

@@ -36,6 +36,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the module's own. For API processes whose shared schedules (the Durable Streams
+    subscriptions' due set) must not be served by the session's long-lived API processes, which run other
+    settings (the ``keyed`` API refuses loopback webhooks that these tests' receivers listen on)."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("own-redis"), persist=False).start()
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def unit_redis_url(redis_server: RedisServer) -> str:
     """Database 1 of the suite's redis-server: unit tests of store, hub and writer, away from the workers'

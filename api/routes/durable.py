@@ -8,16 +8,18 @@ With client keys configured, a stream belongs to the key that created it: each k
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from redis.exceptions import RedisError
 
 from reasonq.api import durable_reads
 from reasonq.api.access import ReadableId
 from reasonq.api.auth import PrincipalDep
 from reasonq.api.deps import HubDep, SettingsDep, StoreDep
+from reasonq.api.ds_wakes import Waker
 from reasonq.api.durable_protocol import (
     JSON_TYPE,
     PREFLIGHT_HEADERS,
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 # test and to generated clients; the protocol's own conformance suite is this surface's contract test.
 router = APIRouter(tags=["durable streams"], include_in_schema=False)
 PREFIX = "/v1/stream/"
+RESERVED = "__ds"  # PROTOCOL.md 6: control APIs (api/routes/ds_subscriptions.py), never a stream path
 _PATH = PREFIX + "{path:path}"
 # Entries a fork copies per read of its source.
 _COPY_ENTRIES = 512
@@ -70,7 +73,23 @@ async def _answer(work: Any) -> Response:
 
 
 def _stream_id(principal_name: str, path: str) -> str:
+    if path == RESERVED or path.startswith(RESERVED + "/"):
+        raise ProtocolError(400, "path: __ds/ is reserved for the protocol's control APIs (no stream lives there)")
     return keys.durable_stream_id(principal_name, path)
+
+
+async def _tell_waker(request: Request, work: Any) -> None:
+    """Tell the subscriptions' waker about a write that already happened: a Redis error here is logged, never
+    turned into an error for a write that succeeded (a retry would append twice)."""
+    try:
+        await work
+    except (RedisError, OSError) as e:
+        logger.warning("durable streams: subscriptions not told of a write (%s)", type(e).__name__)
+
+
+def _waker(request: Request) -> Waker:
+    waker: Waker = request.app.state.waker
+    return waker
 
 
 async def _existing(store: GenerationStore, stream_id: str, *, slide: bool) -> StreamMeta:
@@ -151,6 +170,8 @@ async def _create(path: str, request: Request, owner: str, store: GenerationStor
         raise ProtocolError(409, "this path's stream was deleted and forks of it live: it cannot be created again yet")
     if outcome == "created" and source_id is not None:
         await store.durable.link_fork(source_id, stream_id)
+    if outcome == "created":
+        await _tell_waker(request, _waker(request).on_created(owner, path, stream_id, tail))
     out = headers(
         content_type=content_type,
         stream_next_offset=format_offset(tail),
@@ -230,6 +251,8 @@ async def _append(path: str, request: Request, owner: str, store: GenerationStor
     )
     if result.outcome == "gone":
         await _existing(store, stream_id, slide=False)  # 410, or 404 once its tombstone was collected
+    if result.outcome == "appended" and entries and result.subscribers:
+        await _tell_waker(request, _waker(request).on_appended(stream_id))
     return _append_response(result, with_data=bool(entries), producer=producer is not None)
 
 
@@ -291,12 +314,12 @@ async def _head(path: str, owner: str, store: GenerationStore) -> Response:
 
 
 @router.delete(_PATH, status_code=204, summary="Delete a durable stream")
-async def delete_stream(path: str, principal: PrincipalDep, store: StoreDep) -> Response:
+async def delete_stream(path: str, request: Request, principal: PrincipalDep, store: StoreDep) -> Response:
     """Delete the stream; while forks of it live it is soft-deleted (410 on its URL, its path blocked)."""
-    return await _answer(_delete(path, principal.name, store))
+    return await _answer(_delete(path, request, principal.name, store))
 
 
-async def _delete(path: str, owner: str, store: GenerationStore) -> Response:
+async def _delete(path: str, request: Request, owner: str, store: GenerationStore) -> Response:
     stream_id = _stream_id(owner, path)
     meta, _ = await store.durable.open(stream_id, slide=False)
     outcome, source_id = await store.durable.delete(stream_id)
@@ -308,7 +331,26 @@ async def _delete(path: str, owner: str, store: GenerationStore) -> Response:
         raise ProtocolError(410, "this stream was already deleted")
     if outcome == "deleted":
         await store.durable.release(source_id, stream_id)
+    await _tell_waker(request, _waker(request).on_deleted(owner, path, stream_id))
     return Response(status_code=204, headers=headers())
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMode:
+    """A read's ``live`` and ``cursor`` query parameters."""
+
+    live: str | None
+    cursor: str | None
+
+
+async def _read_mode(
+    live: Annotated[str | None, Query(description="`long-poll` or `sse`; absent: catch-up")] = None,
+    cursor: Annotated[str | None, Query(description="The last Stream-Cursor (live reads)")] = None,
+) -> ReadMode:
+    return ReadMode(live, cursor)
+
+
+ReadModeDep = Annotated[ReadMode, Depends(_read_mode)]
 
 
 @router.get(_PATH, summary="Read a durable stream (catch-up, long-poll or SSE)")
@@ -319,15 +361,14 @@ async def read_stream(
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    live: Annotated[str | None, Query(description="`long-poll` or `sse`; absent: catch-up")] = None,
-    cursor: Annotated[str | None, Query(description="The last Stream-Cursor (live reads)")] = None,
+    mode: ReadModeDep,
 ) -> Response:
     """Bytes from ``offset`` (``-1`` the start, ``now`` the tail), or JSON arrays of messages in JSON mode."""
 
     async def work() -> Response:
         meta = await _existing(store, _stream_id(principal.name, path), slide=False)
         source = DurableSource(store, meta.stream_id, meta.content_type, shared=principal.name == ANONYMOUS)
-        return await _read(source, request, hub, settings, live, cursor)
+        return await _read(source, request, hub, settings, mode)
 
     return await _answer(work())
 
@@ -339,12 +380,11 @@ async def read_generation_stream(
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    live: Annotated[str | None, Query(description="`long-poll` or `sse`; absent: catch-up")] = None,
-    cursor: Annotated[str | None, Query(description="The last Stream-Cursor (live reads)")] = None,
+    mode: ReadModeDep,
 ) -> Response:
     """JSON mode, one message ``{"id", "type", "data"}`` per event (the offset is the event id), closed after the
     generation's ``done``: the Durable Streams clients follow and resume a generation with it."""
-    return await _answer(_read(GenerationSource(store, generation_id), request, hub, settings, live, cursor))
+    return await _answer(_read(GenerationSource(store, generation_id), request, hub, settings, mode))
 
 
 @router.head("/v1/generations/{generation_id}/stream")
@@ -360,9 +400,8 @@ async def generation_stream_metadata(generation_id: ReadableId, store: StoreDep)
     )
 
 
-async def _read(
-    source: Source, request: Request, hub: Any, settings: Any, live: str | None, cursor: str | None
-) -> Response:
+async def _read(source: Source, request: Request, hub: Any, settings: Any, mode: ReadMode) -> Response:
+    live, cursor = mode.live, mode.cursor
     start: Start | None = parse_offset(request.query_params.getlist("offset"))
     if live is None:
         return await durable_reads.catch_up(source, 0 if start is None else start, request.headers.get("if-none-match"))

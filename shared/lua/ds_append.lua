@@ -74,4 +74,5 @@ if ARGV[3] == '1' then
   redis.call('XADD', KEYS[2], (tail + 1) .. '-0', 't', 'done', 'd', '')
 end
 slide()
-return {'appended', tail, closed, epoch, pseq}
+-- and how many subscriptions are linked to the stream (PROTOCOL.md 7: the caller wakes them)
+return {'appended', tail, closed, epoch, pseq, redis.call('SCARD', KEYS[5])}

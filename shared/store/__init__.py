@@ -11,7 +11,8 @@
   per-key limits' counts;
 - ``capacity``: providers' concurrent-stream slots and start rates, across every worker;
 - ``webhooks``: the webhook outbox, events and their delivery states;
-- ``durable``: Durable Streams protocol streams (issue 17).
+- ``durable``: Durable Streams protocol streams (issue 17);
+- ``subscriptions``: their subscriptions (webhook and pull-wake cursors over streams).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from reasonq.shared.store.leases import ClaimResult, ClaimTarget, Leases
 from reasonq.shared.store.presence import Presence
 from reasonq.shared.store.records import ANONYMOUS, Access, Records
 from reasonq.shared.store.streams import EventLog, Fence, Outcome
+from reasonq.shared.store.subscriptions import Subscriptions
 from reasonq.shared.store.webhooks import WebhookEvent, WebhookOutbox
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Presence",
     "ProviderCapacity",
     "Records",
+    "Subscriptions",
     "WebhookEvent",
     "WebhookOutbox",
 ]
@@ -88,6 +91,7 @@ class GenerationStore:
         self.batches = Batches(redis, self.records)
         self.files = Files(redis)
         self.durable = DurableStreams(redis)
+        self.subscriptions = Subscriptions(redis)
         self.idempotency = IdempotencyKeys(redis)
         self.admission = AdmissionCounts(redis)
         self.capacity = ProviderCapacity(redis)

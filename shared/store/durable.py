@@ -72,6 +72,7 @@ class AppendResult:
     closed: bool
     a: str = ""
     b: str = ""
+    subscribers: int = 0  # subscriptions linked to the stream (when appended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +167,15 @@ class DurableStreams:
             producer.seq if producer else 0,
             *entries,
         ]
-        outcome, tail, closed, a, b = await self._append(keys=keys.durable_keys(stream_id), args=args)
-        return AppendResult(cast(AppendOutcome, _text(outcome)), int(tail), _text(closed) == "1", _text(a), _text(b))
+        outcome, tail, closed, a, b, *linked = await self._append(keys=keys.durable_keys(stream_id), args=args)
+        return AppendResult(
+            cast(AppendOutcome, _text(outcome)),
+            int(tail),
+            _text(closed) == "1",
+            _text(a),
+            _text(b),
+            int(linked[0]) if linked else 0,
+        )
 
     async def open(
         self, stream_id: str, *, slide: bool, after: int | None = None, count: int = 0

@@ -5,6 +5,7 @@ request limits; one key cannot see another's streams."""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -118,3 +119,32 @@ def test_a_generation_stream_is_read_only_and_keyed_like_the_generation(client: 
     assert r.json()[-1]["type"] == "done"
     assert client.post(f"/v1/generations/{gid}/stream", content=b"[1]").status_code == 405
     assert client.get("/v1/generations/nope/stream").status_code == 404
+
+
+def test_an_idle_sse_read_ends_on_time_and_a_shutdown_ends_reads_cleanly(cluster: Cluster) -> None:
+    """Before: an SSE read of a stream nobody wrote to outlived ``REASONQ_DS_SSE_MAX_S`` (the deadline was only
+    looked at when data came), and stopping the API tore open reads with a traceback (``HubUnavailable``). Now
+    the idle read ends at its deadline, and a read open at shutdown ends as a complete response (the client
+    resumes from its offset elsewhere)."""
+    c = cluster({"REASONQ_DS_SSE_MAX_S": "1"})
+    url = c.start_api()
+    path = f"/v1/stream/idle-{time.time_ns()}"
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.put(path, headers={"content-type": "text/plain"}).status_code == 201
+        started = time.monotonic()
+        with http.stream("GET", path, params={"offset": "-1", "live": "sse"}) as r:
+            body = b"".join(r.iter_bytes())
+        assert time.monotonic() - started < 4 and b"event: control" in body
+    c2 = cluster({"REASONQ_DS_SSE_MAX_S": "60"})
+    url2 = c2.start_api()
+    with httpx.Client(base_url=url2, timeout=20) as http:  # the same Redis: the stream is there
+        with http.stream("GET", path, params={"offset": "-1", "live": "sse"}) as r:
+            chunks = r.iter_bytes()
+            next(chunks)  # the read is open
+            assert c2.api is not None
+            c2.api.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            rest = b"".join(chunks)  # ends as a whole response: no RemoteProtocolError
+        assert b"event: data" not in rest
+    c2.api.proc.wait(20)  # type: ignore[union-attr]
+    log = (c2.logs_dir / f"api-{c2.name}.log").read_text()
+    assert "Exception in ASGI application" not in log, log[-3000:]
