@@ -17,8 +17,6 @@ import time
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.settings import Settings
@@ -48,22 +46,42 @@ def parse_seed(text: str) -> bytes:
 
 
 class WebhookSigner:
-    """This process's signing key."""
+    """This process's signing key, made (and ``cryptography`` imported, 6 MB) on first use: an API process that
+    never serves a subscription never pays for it."""
 
     def __init__(self, seed: bytes | None = None) -> None:
-        self._key = Ed25519PrivateKey.from_private_bytes(seed) if seed else Ed25519PrivateKey.generate()
-        x = _b64url(self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
-        # RFC 7638 thumbprint: the required members in lexicographic order, no whitespace (stable per key).
-        thumbprint = hashlib.sha256(orjson.dumps({"crv": "Ed25519", "kty": "OKP", "x": x})).digest()
-        self.kid = "ds_" + _b64url(thumbprint)
-        self.jwk: dict[str, str] = {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "kid": self.kid,
-            "use": "sig",
-            "alg": "EdDSA",
-            "x": x,
-        }
+        self._seed = seed
+        self._key: Any = None
+        self._jwk: dict[str, str] = {}
+        self._announced_at = float("-inf")
+
+    def _load(self) -> Any:
+        if self._key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+            key = Ed25519PrivateKey.from_private_bytes(self._seed) if self._seed else Ed25519PrivateKey.generate()
+            x = _b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+            # RFC 7638 thumbprint: the required members in lexicographic order, no whitespace (stable per key).
+            thumbprint = hashlib.sha256(orjson.dumps({"crv": "Ed25519", "kty": "OKP", "x": x})).digest()
+            kid = "ds_" + _b64url(thumbprint)
+            self._jwk = {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA", "x": x}
+            self._key = key
+        return self._key
+
+    @property
+    def loaded(self) -> bool:
+        return self._key is not None
+
+    @property
+    def kid(self) -> str:
+        self._load()
+        return self._jwk["kid"]
+
+    @property
+    def jwk(self) -> dict[str, str]:
+        self._load()
+        return self._jwk
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookSigner:
@@ -73,24 +91,30 @@ class WebhookSigner:
     def sign(self, body: bytes, now_s: int | None = None) -> str:
         """The ``Webhook-Signature`` header for ``body``."""
         t = int(time.time()) if now_s is None else now_s
-        signature = self._key.sign(str(t).encode() + b"." + body)
+        signature = self._load().sign(str(t).encode() + b"." + body)
         return f"t={t},kid={self.kid},ed25519={_b64url(signature)}"
 
-    async def announce(self, subscriptions: Subscriptions) -> None:
-        """Publish the public key (again): it stays in the JWKS while announced within ``KEY_RETENTION_S``."""
+    async def announce(self, subscriptions: Subscriptions, *, every_s: float = ANNOUNCE_EVERY_S) -> None:
+        """Publish the public key (again, at most every ``every_s``): it stays in the JWKS while announced within
+        ``KEY_RETENTION_S``. Called before the first signature, so any process's JWKS verifies it."""
+        if time.monotonic() - self._announced_at < every_s:
+            return
         await subscriptions.announce_key(self.kid, orjson.dumps({"jwk": self.jwk, "seen": int(time.time())}))
+        self._announced_at = time.monotonic()
 
 
 async def published_jwks(subscriptions: Subscriptions, own: WebhookSigner) -> dict[str, Any]:
-    """The JWK Set: every key announced recently (this process's first); older ones are retired."""
-    keys_: list[dict[str, Any]] = [own.jwk]
+    """The JWK Set: every key announced recently (this process's first, once it has one); older ones are
+    retired."""
+    own_kid = own.kid if own.loaded else None  # (reading the kid of a key not loaded would load it)
+    keys_: list[dict[str, Any]] = [own.jwk] if own_kid else []
     stale = []
     cutoff = time.time() - KEY_RETENTION_S
     for kid, raw in (await subscriptions.signing_keys()).items():
         entry = orjson.loads(raw)
         if entry.get("seen", 0) < cutoff:
             stale.append(kid)
-        elif kid != own.kid:
+        elif kid != own_kid:
             keys_.append(entry["jwk"])
     await subscriptions.retire_keys(stale)
     return {"keys": keys_}

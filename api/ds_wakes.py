@@ -24,7 +24,7 @@ import httpx
 import orjson
 from redis.exceptions import RedisError
 
-from reasonq.api.ds_signing import ANNOUNCE_EVERY_S, WebhookSigner
+from reasonq.api.ds_signing import WebhookSigner
 from reasonq.api.ds_subscriptions_schema import is_public_address
 from reasonq.api.durable_protocol import JSON_TYPE, format_offset
 from reasonq.shared import keys
@@ -131,13 +131,11 @@ class Waker:
     # --- the loop -----------------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        announced = 0.0
         hold_ms = int(self._timeout_s * 1000) + 10_000  # longer than one delivery: no other process takes it
         while True:
             try:
-                if time.monotonic() - announced >= ANNOUNCE_EVERY_S:
+                if self._signer.loaded:  # a key in use stays in the JWKS
                     await self._signer.announce(self._subs)
-                    announced = time.monotonic()
                 self._kick.clear()
                 held, ids = await self._subs.claim_due(_CLAIM, hold_ms)
                 if ids:
@@ -233,6 +231,7 @@ class Waker:
                 "callback_token": f"{sub.sub_id}.{generation}.{rand}",
             }
         )
+        await self._signer.announce(self._subs)  # published before anything is signed with it
         headers = {"content-type": "application/json", "webhook-signature": self._signer.sign(body)}
         answer = b""
         try:

@@ -233,6 +233,7 @@ async def sse(source: Source, hub: Hub, start: Start, cursor: str | None, *, pin
     return StreamResponse(
         _sse_frames(source, hub, after, snap, cursor, max_s),
         ping_s=ping_s,
+        max_s=max_s,
         headers=headers(content_type="text/event-stream", cache_control="no-cache", **extra),
     )
 
@@ -249,13 +250,7 @@ async def _sse_frames(
     deadline = loop.time() + max_s
     follow = hub.follow_stream(source.ref, after)
     try:
-        while True:
-            # The deadline holds on an idle stream too; a hub that stops (shutdown) or loses Redis ends the
-            # response whole, and the client resumes from its last offset (the protocol has no error event).
-            try:
-                entries = await asyncio.wait_for(anext(follow), max(0.0, deadline - loop.time()))
-            except (StopAsyncIteration, TimeoutError, HubUnavailable, RedisError, OSError):
-                return
+        async for entries in follow:
             data, done = source.convert(entries)
             chunks = _chunks(data)
             for i, chunk in enumerate(chunks):
@@ -270,8 +265,12 @@ async def _sse_frames(
             if done:
                 yield sse_control(format_offset(after), cursor=None, up_to_date=True, closed=True)
                 return
-            if loop.time() >= deadline:
+            if loop.time() >= deadline:  # (an idle stream's deadline is the response's: StreamResponse max_s)
                 return
+    except (HubUnavailable, RedisError, OSError):
+        # The hub stopped (shutdown) or lost Redis: the response ends whole and the client resumes from its last
+        # offset (the protocol has no error event).
+        return
     finally:
         with contextlib.suppress(Exception):
             await follow.aclose()

@@ -27,11 +27,12 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class _Stream:
-    __slots__ = ("gone", "sent_at")
+    __slots__ = ("expired", "gone", "sent_at")
 
     def __init__(self, now: float) -> None:
         self.sent_at = now
         self.gone = False  # the client left: the watcher cancelled the stream
+        self.expired = False  # the response's time ran out: the watcher cancelled the stream, which then ends
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -47,15 +48,23 @@ class StreamResponse(Response):
     Args:
         content: the frames; closed (``aclose``) when the client leaves, so its cleanup runs at once.
         ping_s: seconds of silence before a keep-alive comment.
+        max_s: when given, the response ends (whole) after this long, quiet or not; the watcher's timer, so the
+            frames' path pays nothing for it.
         headers: extra response headers.
     """
 
     def __init__(
-        self, content: AsyncIterator[bytes], *, ping_s: float = 15.0, headers: Mapping[str, str] | None = None
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        ping_s: float = 15.0,
+        max_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         # A Response (no body) for FastAPI, which takes any other return annotation for a response model.
         self._content = content
         self._ping_s = ping_s
+        self._max_s = max_s
         self.status_code = 200
         self.background = None
         self.media_type = "text/event-stream"
@@ -90,9 +99,12 @@ class StreamResponse(Response):
             await _stop(watcher)
             await send(_END)
         except asyncio.CancelledError:
-            if not state.gone:
+            if not (state.gone or state.expired):
                 raise
-            task.uncancel()  # the watcher cancelled the stream because the client left: a normal end
+            task.uncancel()  # the watcher cancelled the stream because the client left or time ran out: a normal end
+            if state.expired:
+                with contextlib.suppress(OSError):
+                    await send(_END)
         except OSError:
             pass  # an ASGI 2.4 server's send to a client that is gone
         finally:
@@ -100,11 +112,16 @@ class StreamResponse(Response):
 
     async def _watch(self, receive: Receive, send: Send, stream: asyncio.Task[None], state: _Stream) -> None:
         loop = asyncio.get_running_loop()
+        end_at = float("inf") if self._max_s is None else loop.time() + self._max_s
         while True:
             try:
-                async with asyncio.timeout_at(state.sent_at + self._ping_s):
+                async with asyncio.timeout_at(min(state.sent_at + self._ping_s, end_at)):
                     message = await receive()
             except TimeoutError:
+                if loop.time() >= end_at:
+                    state.expired = True
+                    stream.cancel()
+                    return
                 if loop.time() < state.sent_at + self._ping_s:
                     continue  # a frame went out meanwhile
                 state.sent_at = loop.time()
