@@ -12,6 +12,7 @@ from typing import Any
 
 from bench import (
     batch,
+    burst,
     concurrency,
     fanout,
     joinstorm,
@@ -30,6 +31,7 @@ SCENARIOS = (
     "fanout",
     "joinstorm",
     "concurrency",
+    "burst",
     "submit",
     "batch",
     "redis",
@@ -68,6 +70,22 @@ def _concurrency(smoke: bool) -> list[dict[str, Any]]:
             f"{r['duration_over_ideal_p50']:>7.2f}{r['duration_over_ideal_max']:>7.2f}"
             f"{r['direct_duration_over_ideal_p50']:>12.2f}{r['direct_duration_over_ideal_max']:>7.2f}"
             f"{r['worker_cpu_share']:>12.2f}{r['pickup_p50_ms']:>15.0f}{r['incomplete_or_wrong']:>6}"
+        )
+    return results
+
+
+def _burst(smoke: bool) -> list[dict[str, Any]]:
+    n = 50 if smoke else 500
+    print(f"burst: {n} generations submitted at once to one worker process (pickup: created -> claimed)")
+    results = []
+    for pickup in (False, True):  # the broker alone (the baseline), then with the worker's pickup from the index
+        r = burst.run(n, pickup=pickup)
+        results.append(r)
+        idle, b = r["idle_pickup_ms"], r["burst_pickup_ms"]
+        print(
+            f"  {'index + broker' if pickup else 'broker only':<15} burst p50 {b['p50']:>6.0f} ms  p99 {b['p99']:>6.0f}"
+            f" ms  max {b['max']:>6.0f} ms (submitted in {r['submit_s']} s); idle p50 {idle['p50']:.1f} ms,"
+            f" p99 {idle['p99']:.1f} ms"
         )
     return results
 
@@ -207,7 +225,7 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all (smoke: pipeline)")
     parser.add_argument("--out", default="bench/results", help="where the JSON report goes")
     args = parser.parse_args()
-    smoke = ["pipeline", "latency", "fanout", "joinstorm", "concurrency"]
+    smoke = ["pipeline", "latency", "fanout", "joinstorm", "concurrency", "burst"]
     chosen = args.scenario or (smoke if args.smoke else list(SCENARIOS))
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -219,6 +237,7 @@ def main() -> int:
         "fanout": _fanout,
         "joinstorm": _joinstorm,
         "concurrency": _concurrency,
+        "burst": _burst,
         "submit": _submit,
         "batch": _batch,
         "redis": _redis,

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         50.0, ge=0, description="For a fast stream the interval doubles up to this while writes carry several deltas."
     )
     worker_concurrency: int = Field(200, gt=0, description="Generations one worker process runs at once.")
+    worker_pickup: bool = Field(
+        True,
+        description="A worker with room takes queued generations from Redis' queued index ahead of the broker's "
+        "messages (a burst starts at once; each still runs once).",
+    )
     lease_ttl_s: float = Field(
         10.0, gt=0, description="A running generation's lease; its worker renews it every third of this."
     )

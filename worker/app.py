@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from amqp.exceptions import ChannelError
@@ -11,7 +12,9 @@ from kombu.exceptions import OperationalError
 from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
 from reasonq.shared.settings import get_settings
+from reasonq.worker.generation import run_generation
 from reasonq.worker.health import serve_health_forever
+from reasonq.worker.pickup import Pickup
 from reasonq.worker.recovery import listen_for_cancels_forever, renew_leases_forever, sweep_forever
 from reasonq.worker.runtime import WorkerRuntime, close_runtime, current_runtime, get_runtime
 from reasonq.worker.webhooks import deliver_webhooks_forever
@@ -66,6 +69,8 @@ def check_queues(queues: list[str]) -> None:
 def create_runtime() -> WorkerRuntime:
     """This process's runtime with its background loops (heartbeat, recovery sweep, cancel listener)."""
     runtime = WorkerRuntime(settings, _dispatch, _queue_depth)
+    if settings.worker_pickup:
+        runtime.pickup = Pickup(runtime, partial(run_generation, runtime))
     runtime.start_background(renew_leases_forever(runtime), sweep_forever(runtime), listen_for_cancels_forever(runtime))
     if settings.webhook_endpoints:
         runtime.start_background(deliver_webhooks_forever(runtime))
@@ -82,6 +87,7 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     # Beats name the queues this process consumes: readiness asks for a worker per queue (issue 12).
     task_consumer = getattr(sender, "task_consumer", None)
     runtime.queues = tuple(q.name for q in getattr(task_consumer, "queues", None) or ())
+    runtime.concurrency = int(getattr(sender, "concurrency", None) or settings.worker_concurrency)
 
 
 @worker_shutting_down.connect

@@ -120,6 +120,16 @@ async def _claim(
     return _Attempt(number, claim.seq, claim.token, continue_content, kept_reasoning)
 
 
+async def run_delivered(runtime: WorkerRuntime, generation_id: str) -> Outcome:
+    """A generation the broker delivered: look for more queued ones to take at once (``worker/pickup.py``), and run
+    this one unless this process took it from the queued index already (then its message is a no-op)."""
+    if runtime.pickup is not None:
+        runtime.pickup.kick()
+        if runtime.pickup.holds(generation_id):
+            return "busy"
+    return await run_generation(runtime, generation_id)
+
+
 async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     """Run ``generation_id`` if it still needs running; returns what happened (for logs and tests).
 

@@ -30,6 +30,7 @@ from reasonq.shared.stats import Stats
 from reasonq.shared.store import GenerationStore
 from reasonq.worker.capacity import ProviderGate, Slot
 from reasonq.worker.model import create_model_client
+from reasonq.worker.pickup import Pickup
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +87,7 @@ class WorkerRuntime:
         self.worker_id = f"{socket.gethostname()}:{self.pid}"
         self.running: dict[str, RunningGeneration] = {}
         self.queues: tuple[str, ...] = ()  # the Celery queues this process consumes (named in its heartbeats)
+        self.concurrency = settings.worker_concurrency  # its pool's size (``--concurrency`` may differ)
         self.providers = settings.provider_routes
         self.secrets = [s for s in (settings.model_api_key.get_secret_value(), *self.providers.secrets()) if s]
         self.shutting_down = False
@@ -103,6 +105,7 @@ class WorkerRuntime:
         self.gate = ProviderGate(self.store, self.lease_ttl_ms, lambda: self.shutting_down)
         self._model_clients: dict[str, AsyncOpenAI] = {}
         self._background: list[concurrent.futures.Future[None]] = []
+        self.pickup: Pickup | None = None  # set by the worker app (worker/pickup.py)
 
     def note_redis_failure(self) -> None:
         """A heartbeat or sweep could not reach Redis (or Redis refused it)."""

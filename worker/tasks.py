@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reasonq.shared.queue import GENERATE_TASK
 from reasonq.worker.app import app, create_runtime
-from reasonq.worker.generation import run_generation
+from reasonq.worker.generation import run_delivered
 from reasonq.worker.runtime import get_runtime
 
 
@@ -12,4 +12,4 @@ from reasonq.worker.runtime import get_runtime
 def generate(generation_id: str) -> str:
     """Run one generation on this process's event loop; a redelivered message for it is a no-op."""
     runtime = get_runtime(create_runtime)
-    return runtime.run(run_generation(runtime, generation_id))
+    return runtime.run(run_delivered(runtime, generation_id))
