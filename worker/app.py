@@ -88,6 +88,8 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     task_consumer = getattr(sender, "task_consumer", None)
     runtime.queues = tuple(q.name for q in getattr(task_consumer, "queues", None) or ())
     runtime.concurrency = int(getattr(sender, "concurrency", None) or settings.worker_concurrency)
+    if runtime.pickup is not None:  # a worker that starts into a backlog (after an outage, say) takes it at once
+        runtime.call_soon(runtime.pickup.kick)
 
 
 @worker_shutting_down.connect

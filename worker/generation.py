@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from reasonq.shared.errors import FencedError, ModelError
 from reasonq.shared.events import TERMINAL_STATUSES, AnyEvent, RestartEvent, StatusEvent, encode_event
@@ -122,12 +122,11 @@ async def _claim(
 
 async def run_delivered(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     """A generation the broker delivered: look for more queued ones to take at once (``worker/pickup.py``), and run
-    this one unless this process took it from the queued index already (then its message is a no-op)."""
-    if runtime.pickup is not None:
-        runtime.pickup.kick()
-        if runtime.pickup.holds(generation_id):
-            return "busy"
-    return await run_generation(runtime, generation_id)
+    this one unless this process runs it already (taken from the queued index: its message is then a no-op)."""
+    if runtime.pickup is None:
+        return await run_generation(runtime, generation_id)
+    runtime.pickup.kick()
+    return cast(Outcome, await runtime.pickup.run_delivered(generation_id))
 
 
 async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
@@ -200,6 +199,11 @@ async def _run_claimed(
     attempt = await _claim(runtime, generation_id, target)
     if isinstance(attempt, _Refused):
         logger.info("generation %s: not claimed (%s %s)", generation_id, attempt.outcome, attempt.detail)
+        if attempt.outcome == "busy":
+            # Another run of it (another process's: the broker's message beside a pickup from the index) claimed it
+            # and adopted this provider slot, which it now renews and gives back: giving it back here too would
+            # free it under a running stream (a limit of 2 let 3 run).
+            slot.fresh = False
         return attempt.outcome
     slot.owned = True
     if attempt.number == 1:

@@ -44,12 +44,21 @@ class Pickup:
         self._runtime = runtime
         self._run = run
         self._task: asyncio.Task[None] | None = None
-        self._taking: set[str] = set()  # taken, not yet running (their claim is under way)
+        # Generations this process runs now, from the index or the broker, claimed or not yet (waiting for provider
+        # capacity, say): never two runs of one in a process, whose provider slot (one per generation) the second
+        # would give back under the first.
+        self._handling: set[str] = set()
         self.taken = 0  # generations this process took from the index (for tests and logs)
 
-    def holds(self, generation_id: str) -> bool:
-        """Whether this process took ``generation_id`` from the index (its broker message is then a no-op)."""
-        return generation_id in self._taking
+    async def run_delivered(self, generation_id: str) -> object:
+        """A generation the broker delivered: a no-op (``busy``) when this process already runs it; else run it."""
+        if generation_id in self._handling:
+            return "busy"
+        self._handling.add(generation_id)
+        try:
+            return await self._run(generation_id)
+        finally:
+            self._handling.discard(generation_id)
 
     def kick(self) -> None:
         """A generation started from the broker: look for more queued ones (called on the runtime's loop)."""
@@ -60,7 +69,7 @@ class Pickup:
         runtime = self._runtime
         if runtime.shutting_down or not runtime.queues:
             return 0
-        return runtime.concurrency - len(self._taking.union(runtime.running))
+        return runtime.concurrency - len(self._handling.union(runtime.running))
 
     async def _rounds(self) -> None:
         idle = 0
@@ -76,7 +85,7 @@ class Pickup:
 
     async def _round(self) -> int:
         store = self._runtime.store
-        waiting = [g for g in await store.leases.peek_stale_queued(MIN_WAIT_MS, ROUND) if g not in self._taking]
+        waiting = [g for g in await store.leases.peek_stale_queued(MIN_WAIT_MS, ROUND) if g not in self._handling]
         if not waiting:
             return 0
         queues = await store.leases.queues_of(waiting)
@@ -86,7 +95,7 @@ class Pickup:
         mine.sort(key=lambda g: queues.get(g) == settings.batch_queue_name)
         mine = mine[: max(0, self._room())]
         for generation_id in mine:
-            self._taking.add(generation_id)
+            self._handling.add(generation_id)
             asyncio.get_running_loop().create_task(self._one(generation_id), name=f"pickup-{generation_id}")
         self.taken += len(mine)
         return len(mine)
@@ -97,4 +106,4 @@ class Pickup:
         except Exception:  # as a broker-delivered task's failure: logged, the lease sweep recovers it
             logger.exception("generation %s: picked up, then failed", generation_id)
         finally:
-            self._taking.discard(generation_id)
+            self._handling.discard(generation_id)

@@ -140,6 +140,10 @@ class WorkerRuntime:
         for coro in coros:
             self._background.append(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` on the runtime's loop (from any thread)."""
+        self._loop.call_soon_threadsafe(callback)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result (called from Celery's pool threads)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

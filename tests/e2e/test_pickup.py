@@ -1,7 +1,7 @@
 """Issue 14: a worker with room takes queued generations from Redis' queued index ahead of the broker
-(``worker/pickup.py``). Generations are queued before any worker runs, so the index holds a backlog the broker
-would hand out one message at a time: the worker takes it at once, each generation still runs exactly once and
-whole, and a worker SIGKILLed with generations it took leaves them to another."""
+(``worker/pickup.py``). A backlog whose broker messages are gone (purged here, so only the index can start them)
+is taken by a worker as it starts, each generation once and whole; with the messages there too, each still runs
+once; a worker SIGKILLed with generations it took leaves them to another."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from reasonq.processes import wait_until
 from tests.helpers import expected_text, read_events, submit
@@ -47,23 +48,40 @@ def _all_whole(client: httpx.Client, ids: list[str], prompts: list[str], timeout
     return [records[gid] for gid in ids]
 
 
-def test_a_backlog_is_taken_from_the_index_at_once_and_each_generation_runs_once(cluster: Any) -> None:
+def _purge_broker(c: Any) -> None:
+    """Drop the cluster's queued task messages (a Redis broker keeps a queue as a list named after it)."""
+    broker = redis.Redis.from_url(c.env["REASONQ_BROKER_URL"])
+    assert broker.delete(c.queue) == 1
+
+
+def test_a_backlog_without_its_messages_is_taken_from_the_index_once_each(cluster: Any) -> None:
     c = cluster()
     c.start_api()
     prompts = [f"backlog {i} sim:reasoning_tokens=3 sim:content_tokens=3 sim:tokens_per_s=20" for i in range(120)]
     with httpx.Client(base_url=c.url, timeout=30) as client:
         ids = _submit_all(client, prompts)
-        started = time.time()
+        _purge_broker(c)
         worker = c.add_worker(concurrency=150)
         records = _all_whole(client, ids, prompts, timeout_s=60)
-        taken = _taken(worker.log_path)
-        assert taken >= 60, f"the worker took {taken} of the backlog from the index"
-        assert all(r["attempt"] == 1 for r in records)  # each claimed once: no broker message ran one again
-        waits = sorted(r["started_at"] - started for r in records)
-        assert waits[len(waits) // 2] < 5.0  # the backlog started together, not one message at a time
+        assert _taken(worker.log_path) == 120  # no message: the index started every one
+        assert all(r["attempt"] == 1 for r in records)
         for gid in ids[:10]:
             statuses = [e.data for e in read_events(client, gid) if e.type == "status"]
             assert [s["status"] for s in statuses].count("running") == 1, statuses
+
+
+def test_with_the_messages_there_too_each_generation_runs_once(cluster: Any) -> None:
+    """The broker's messages and the index both offer the backlog (two workers): each generation is claimed once
+    (attempt 1) and its text is whole."""
+    c = cluster()
+    c.start_api()
+    prompts = [f"both {i} sim:reasoning_tokens=3 sim:content_tokens=3 sim:tokens_per_s=20" for i in range(150)]
+    with httpx.Client(base_url=c.url, timeout=30) as client:
+        ids = _submit_all(client, prompts)
+        c.add_worker(concurrency=60)
+        c.add_worker(concurrency=60)
+        records = _all_whole(client, ids, prompts, timeout_s=90)
+    assert all(r["attempt"] == 1 for r in records)
 
 
 def test_generations_a_killed_worker_took_from_the_index_complete_elsewhere(cluster: Any) -> None:
@@ -72,6 +90,7 @@ def test_generations_a_killed_worker_took_from_the_index_complete_elsewhere(clus
     prompts = [f"taken {i} sim:reasoning_tokens=20 sim:content_tokens=20 sim:tokens_per_s=10" for i in range(40)]
     with httpx.Client(base_url=c.url, timeout=30) as client:
         ids = _submit_all(client, prompts)
+        _purge_broker(c)  # only the index offers them: the first worker takes them all
         first = c.add_worker(concurrency=100)
         wait_until(lambda: _taken(first.log_path) >= 20, timeout_s=20, what="the worker taking the backlog")
 
