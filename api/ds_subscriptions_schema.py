@@ -48,6 +48,8 @@ class SubscriptionIn(BaseModel):
             raise ValueError("a webhook subscription needs webhook.url (and no wake_stream)")
         if self.type == "pull-wake" and (not self.wake_stream or self.webhook is not None):
             raise ValueError("a pull-wake subscription needs wake_stream (and no webhook)")
+        if self.wake_stream and normalize_path(self.wake_stream) in {normalize_path(s) for s in self.streams}:
+            raise ValueError("streams: the wake stream cannot be one of its streams (each wake would wake it again)")
         return self
 
     def config(self) -> dict[str, Any]:

@@ -120,9 +120,10 @@ class Waker:
     async def on_deleted(self, owner: str, path: str, stream_id: str) -> None:
         await self._subs.stream_deleted(owner, path, stream_id)
 
-    async def backfill(self, owner: str, sub_id: str, pattern: str) -> None:
-        """A new pattern subscription links the owner's matching streams at their current tails (no replay)."""
-        paths = [p for p in await self._subs.owner_paths(owner) if glob_match(pattern, p)]
+    async def backfill(self, owner: str, sub_id: str, pattern: str, wake_stream: str | None) -> None:
+        """A new pattern subscription links the owner's matching streams at their current tails (no replay); never
+        its own wake stream (each wake would wake it again)."""
+        paths = [p for p in await self._subs.owner_paths(owner) if glob_match(pattern, p) and p != wake_stream]
         tails = await self._subs.tails(owner, paths)
         await self._subs.forget_paths(owner, [p for p in paths if p not in tails])
         if tails:

@@ -87,7 +87,9 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     # Beats name the queues this process consumes: readiness asks for a worker per queue (issue 12).
     task_consumer = getattr(sender, "task_consumer", None)
     runtime.queues = tuple(q.name for q in getattr(task_consumer, "queues", None) or ())
-    runtime.concurrency = int(getattr(sender, "concurrency", None) or settings.worker_concurrency)
+    # The pool's real size (``--concurrency``): the sender is the consumer; its controller is the WorkController.
+    controller = getattr(sender, "controller", None)
+    runtime.concurrency = int(getattr(controller, "concurrency", None) or settings.worker_concurrency)
     if runtime.pickup is not None:  # a worker that starts into a backlog (after an outage, say) takes it at once
         runtime.call_soon(runtime.pickup.kick)
 

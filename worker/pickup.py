@@ -48,17 +48,28 @@ class Pickup:
         # capacity, say): never two runs of one in a process, whose provider slot (one per generation) the second
         # would give back under the first.
         self._handling: set[str] = set()
+        self._freed = asyncio.Condition()  # notified when a generation leaves ``_handling``
         self.taken = 0  # generations this process took from the index (for tests and logs)
 
     async def run_delivered(self, generation_id: str) -> object:
-        """A generation the broker delivered: a no-op (``busy``) when this process already runs it; else run it."""
+        """A generation the broker delivered: a no-op (``busy``) when this process already runs it; else run it,
+        once the process has room. Generations taken from the index hold no pool thread, so the broker keeps
+        delivering while they run: this wait (its pool thread blocked meanwhile) keeps the process at its
+        concurrency, as a full pool did."""
         if generation_id in self._handling:
             return "busy"
         self._handling.add(generation_id)
         try:
+            async with self._freed:
+                await self._freed.wait_for(lambda: len(self._handling) <= self._runtime.concurrency)
             return await self._run(generation_id)
         finally:
-            self._handling.discard(generation_id)
+            await self._release(generation_id)
+
+    async def _release(self, generation_id: str) -> None:
+        self._handling.discard(generation_id)
+        async with self._freed:
+            self._freed.notify_all()
 
     def kick(self) -> None:
         """A generation started from the broker: look for more queued ones (called on the runtime's loop)."""
@@ -69,7 +80,7 @@ class Pickup:
         runtime = self._runtime
         if runtime.shutting_down or not runtime.queues:
             return 0
-        return runtime.concurrency - len(self._handling.union(runtime.running))
+        return runtime.concurrency - len(self._handling)
 
     async def _rounds(self) -> None:
         idle = 0
@@ -106,4 +117,4 @@ class Pickup:
         except Exception:  # as a broker-delivered task's failure: logged, the lease sweep recovers it
             logger.exception("generation %s: picked up, then failed", generation_id)
         finally:
-            self._handling.discard(generation_id)
+            await self._release(generation_id)

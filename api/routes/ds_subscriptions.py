@@ -152,7 +152,7 @@ async def put_subscription(sub: str, request: Request, principal: PrincipalDep, 
                 409, "SUBSCRIPTION_ALREADY_EXISTS", "a subscription with this id exists with another configuration"
             )
         if outcome == "created" and config["pattern"]:
-            await waker.backfill(owner, sub_id, config["pattern"])
+            await waker.backfill(owner, sub_id, config["pattern"], config["wake_stream"])
         return _json(_public(await _load(store, owner, sub), request), 201 if outcome == "created" else 200)
 
     return await _answer(work())
@@ -185,6 +185,8 @@ async def add_streams(sub: str, request: Request, principal: PrincipalDep, store
         spec = await _body(request, StreamsIn)
         found = await _load(store, principal.name, sub)
         paths = sorted({normalize_path(p) for p in spec.streams if normalize_path(p)})
+        if found.config.get("wake_stream") in paths:
+            raise SubscriptionError(400, "INVALID_REQUEST", "streams: the wake stream cannot be one of its streams")
         tails = await store.subscriptions.tails(principal.name, paths)
         await store.subscriptions.link(principal.name, found.sub_id, "e", [(p, tails.get(p, 0)) for p in paths])
         return Response(status_code=204, headers=headers())

@@ -163,12 +163,17 @@ class Subscriptions:
             args += [path, acked, kind]
         outcome = _text(await self._create(keys=keys.ds_subscription_keys(sub_id), args=args))
         if outcome == "created":
-            await self._index(owner, sub_id, [p for p, _, _ in links], pattern=config.get("pattern") or "")
+            pattern = config.get("pattern") or ""
+            # A pull-wake subscription's own wake stream is never one of its streams: each wake would wake it again.
+            await self._index(
+                owner, sub_id, [p for p, _, _ in links], pattern=f"{pattern}\n{config.get('wake_stream') or ''}"
+            )
         return cast(Literal["created", "exists", "conflict"], outcome)
 
     async def _index(self, owner: str, sub_id: str, paths: list[str], *, pattern: str = "") -> None:
+        # pattern: "<glob>\n<wake stream>" for the owner's patterns hash ("" when it has none)
         pipe = self._redis.pipeline(transaction=False)
-        if pattern:
+        if pattern.split("\n", 1)[0]:
             pipe.hset(keys.ds_owner_patterns_key(owner), sub_id, pattern)
         for path in paths:
             pipe.sadd(keys.durable_keys(keys.durable_stream_id(owner, path))[4], sub_id)
@@ -241,7 +246,12 @@ class Subscriptions:
         pipe.sadd(keys.ds_owner_paths_key(owner), path)
         pipe.hgetall(keys.ds_owner_patterns_key(owner))
         _, patterns = await pipe.execute()
-        return [_text(sub_id) for sub_id, pattern in patterns.items() if glob_match(_text(pattern), path)]
+        out = []
+        for sub_id, value in patterns.items():
+            pattern, _, wake_stream = _text(value).partition("\n")  # "<pattern>\n<its wake stream>"
+            if path != wake_stream and glob_match(pattern, path):
+                out.append(_text(sub_id))
+        return out
 
     async def owner_paths(self, owner: str) -> list[str]:
         """Every stream path the owner created that has not been deleted (expired ones may still be listed)."""
