@@ -49,7 +49,6 @@ class Pickup:
         # would give back under the first.
         self._handling: set[str] = set()
         self._freed = asyncio.Condition()  # notified when a generation leaves ``_handling``
-        self.taken = 0  # generations this process took from the index (for tests and logs)
 
     async def run_delivered(self, generation_id: str) -> object:
         """A generation the broker delivered: a no-op (``busy``) when this process already runs it; else run it,
@@ -108,7 +107,6 @@ class Pickup:
         for generation_id in mine:
             self._handling.add(generation_id)
             asyncio.get_running_loop().create_task(self._one(generation_id), name=f"pickup-{generation_id}")
-        self.taken += len(mine)
         return len(mine)
 
     async def _one(self, generation_id: str) -> None:

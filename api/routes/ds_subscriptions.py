@@ -215,7 +215,7 @@ async def claim(sub: str, request: Request, principal: PrincipalDep, store: Stor
         found = await _load(store, principal.name, sub)
         tails = await store.subscriptions.tails(principal.name, list(found.links))
         snapshot = orjson.dumps({p: tails.get(p, 0) for p in found.links})
-        rand = _rand()
+        rand = secrets.token_urlsafe(24)
         reply = await store.subscriptions.claim(
             found.sub_id, spec.worker, rand, bool(found.pending(tails)), "w_" + secrets.token_hex(8), snapshot
         )
@@ -248,10 +248,6 @@ async def claim(sub: str, request: Request, principal: PrincipalDep, store: Stor
         )
 
     return await _answer(work())
-
-
-def _rand() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def _token(request: Request) -> tuple[str, str, str]:
