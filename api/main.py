@@ -31,11 +31,11 @@ from reasonq.api.routes import (
     webhooks,
 )
 from reasonq.api.submission import Submitter
-from reasonq.api.tuning import pin_mmap_threshold, tune_gc
 from reasonq.shared.queue import create_celery
 from reasonq.shared.redis import check_eviction_policy, create_blocking_redis, create_redis
 from reasonq.shared.settings import get_settings
 from reasonq.shared.store import GenerationStore
+from reasonq.shared.tuning import pin_mmap_threshold, tune_gc
 
 
 @asynccontextmanager

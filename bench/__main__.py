@@ -81,11 +81,12 @@ def _burst(smoke: bool) -> list[dict[str, Any]]:
     for pickup in (False, True):  # the broker alone (the baseline), then with the worker's pickup from the index
         r = burst.run(n, pickup=pickup)
         results.append(r)
-        idle, b = r["idle_pickup_ms"], r["burst_pickup_ms"]
+        idle, b, ttft = r["idle_pickup_ms"], r["burst_pickup_ms"], r["burst_time_to_first_token"]
         print(
             f"  {'index + broker' if pickup else 'broker only':<15} burst p50 {b['p50']:>6.0f} ms  p99 {b['p99']:>6.0f}"
             f" ms  max {b['max']:>6.0f} ms (submitted in {r['submit_s']} s); idle p50 {idle['p50']:.1f} ms,"
-            f" p99 {idle['p99']:.1f} ms"
+            f" p99 {idle['p99']:.1f} ms; first token mean {ttft.get('mean_ms', '?')} ms"
+            f" (p50 <= {ttft.get('p50_le_s')} s, p99 <= {ttft.get('p99_le_s')} s)"
         )
     return results
 

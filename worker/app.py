@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 from reasonq.shared.errors import ConfigurationError
 from reasonq.shared.queue import GENERATE_TASK, SEND_RETRY_POLICY, create_celery
 from reasonq.shared.settings import get_settings
+from reasonq.shared.tuning import tune_gc
 from reasonq.worker.generation import run_generation
 from reasonq.worker.health import serve_health_forever
 from reasonq.worker.pickup import Pickup
@@ -90,6 +91,7 @@ def _start_runtime(sender: Any = None, **_: Any) -> None:
     # The pool's real size (``--concurrency``): the sender is the consumer; its controller is the WorkController.
     controller = getattr(sender, "controller", None)
     runtime.concurrency = int(getattr(controller, "concurrency", None) or settings.worker_concurrency)
+    tune_gc()  # everything is imported and built by now: out of the collector's sight (shared/tuning.py)
     if runtime.pickup is not None:  # a worker that starts into a backlog (after an outage, say) takes it at once
         runtime.call_soon(runtime.pickup.kick)
 

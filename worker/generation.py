@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -20,7 +20,7 @@ from reasonq.shared.providers import ProviderConfig
 from reasonq.shared.store import ClaimTarget, Fence
 from reasonq.worker.answer import Answer
 from reasonq.worker.capacity import Slot
-from reasonq.worker.model import StreamLimits, stream_completion
+from reasonq.worker.model import StreamLimits, falls_back, retry_delay_s, stream_completion
 from reasonq.worker.request import build_params
 from reasonq.worker.runtime import RunningGeneration, WorkerRuntime
 from reasonq.worker.writer import CancelRequested, EventWriter
@@ -62,15 +62,6 @@ class _Attempt:
     token: str
     continue_content: str | None = None
     kept_reasoning: str = ""  # with continue_content: the reasoning the attempt keeps
-
-
-def _retry_delay_s(runtime: WorkerRuntime, retry: int, error: ModelError) -> float:
-    settings = runtime.settings
-    delay = min(settings.provider_backoff_max_s, settings.provider_backoff_s * 2**retry)
-    delay *= 0.5 + random.random() / 2  # jitter: retries from many generations do not arrive together
-    if error.retry_after_s is not None:
-        delay = max(delay, min(error.retry_after_s, settings.provider_backoff_max_s))
-    return float(round(delay, 3))
 
 
 def _new_writer(runtime: WorkerRuntime, generation_id: str, attempt: _Attempt) -> EventWriter:
@@ -129,22 +120,35 @@ async def run_delivered(runtime: WorkerRuntime, generation_id: str) -> Outcome:
     return cast(Outcome, await runtime.pickup.run_delivered(generation_id))
 
 
-async def run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
+async def run_generation(
+    runtime: WorkerRuntime,
+    generation_id: str,
+    target: ClaimTarget | None = None,
+    claimed: Callable[[], Awaitable[None]] | None = None,
+) -> Outcome:
     """Run ``generation_id`` if it still needs running; returns what happened (for logs and tests).
 
     A redelivered or duplicate task is a no-op: the claim is a compare-and-set on the attempt number and is
-    refused while another worker holds a live lease or once the generation has ended.
+    refused while another worker holds a live lease or once the generation has ended. ``target`` is its record when
+    the caller read it already; ``claimed`` is awaited once the attempt is claimed, before the model is asked (a
+    pickup round claims all it took first).
     """
-    outcome = await _run_generation(runtime, generation_id)
+    outcome = await _run_generation(runtime, generation_id, target, claimed)
     if outcome in TERMINAL_STATUSES:
         runtime.stats.ended(outcome)
     return outcome
 
 
-async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome:
+async def _run_generation(
+    runtime: WorkerRuntime,
+    generation_id: str,
+    target: ClaimTarget | None,
+    claimed: Callable[[], Awaitable[None]] | None,
+) -> Outcome:
     store = runtime.store
     settings = runtime.settings
-    target = await store.leases.load_target(generation_id)
+    if target is None:
+        target = await store.leases.load_target(generation_id)
     if target is None:
         logger.warning("generation %s: unknown or expired, nothing to run", generation_id)
         return "missing"
@@ -178,7 +182,7 @@ async def _run_generation(runtime: WorkerRuntime, generation_id: str) -> Outcome
     if slot == "shutdown":
         return await _decline(runtime, generation_id)
     try:
-        return await _run_claimed(runtime, generation_id, target, provider, slot)
+        return await _run_claimed(runtime, generation_id, target, provider, slot, claimed)
     finally:
         await runtime.gate.release(slot)
 
@@ -193,7 +197,12 @@ async def _decline(runtime: WorkerRuntime, generation_id: str) -> Outcome:
 
 
 async def _run_claimed(
-    runtime: WorkerRuntime, generation_id: str, target: ClaimTarget, provider: ProviderConfig, slot: Slot
+    runtime: WorkerRuntime,
+    generation_id: str,
+    target: ClaimTarget,
+    provider: ProviderConfig,
+    slot: Slot,
+    claimed: Callable[[], Awaitable[None]] | None,
 ) -> Outcome:
     settings = runtime.settings
     attempt = await _claim(runtime, generation_id, target)
@@ -208,6 +217,8 @@ async def _run_claimed(
     slot.owned = True
     if attempt.number == 1:
         runtime.stats.observe("pickup", time.time() - target.created_at)
+    if claimed is not None:
+        await claimed()
     writer = _new_writer(runtime, generation_id, attempt)
     if target.cancel_requested:
         await writer.finish("cancelled", finish_reason="cancelled", retention_s=settings.retention_s)
@@ -248,14 +259,6 @@ async def _give_up(runtime: WorkerRuntime, generation_id: str, target: ClaimTarg
     logger.error("generation %s: %s", generation_id, error["message"])
     await writer.finish("failed", error=error, retention_s=runtime.settings.retention_s)
     return "failed"
-
-
-def _falls_back(e: ModelError) -> bool:
-    """Whether a failure before the first token sends the generation to the provider's fallback: the provider is
-    down or unreachable (5xx, connection error, timeout), not refusing this request."""
-    if e.kind in ("provider_connection", "provider_timeout"):
-        return True
-    return e.kind == "provider_http_error" and (e.status_code or 0) >= 500
 
 
 async def _stream_attempts(
@@ -333,7 +336,7 @@ async def _stream_attempts(
                     )
                     return "failed"
                 fallback = runtime.providers.fallback_of(provider)
-                if counter.tokens == 0 and fallback is not None and not fell_back and _falls_back(e):
+                if counter.tokens == 0 and fallback is not None and not fell_back and falls_back(e):
                     # Before the first token only: once tokens flowed, the text is this provider's (issue 16).
                     reason = (
                         f"provider {provider.name} failed before the first token ({e.message}); using {fallback.name}"
@@ -350,7 +353,7 @@ async def _stream_attempts(
                     continue
                 retries += 1
                 if counter.tokens == 0:
-                    delay_s = _retry_delay_s(runtime, retries - 1, e)
+                    delay_s = retry_delay_s(runtime.settings, retries - 1, e)
                     logger.warning("generation %s: %s; retry %d in %.1f s", generation_id, e.message, retries, delay_s)
                     writer.add_event(
                         StatusEvent(status="running", attempt=writer.attempt, retry_in_s=delay_s, reason=e.message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -183,3 +184,21 @@ async def stream_completion(
     if finish_reason is None:
         raise ModelError("provider_stream_incomplete", "provider stream ended without a finish reason", retryable=True)
     return StreamOutcome(finish_reason=finish_reason, usage=usage, system_fingerprint=fingerprint)
+
+
+def retry_delay_s(settings: Settings, retry: int, error: ModelError) -> float:
+    """The wait before retry ``retry`` (from 0) of a request that failed before its first token: backoff with
+    jitter, at least the provider's ``Retry-After``."""
+    delay = min(settings.provider_backoff_max_s, settings.provider_backoff_s * 2**retry)
+    delay *= 0.5 + random.random() / 2  # jitter: retries from many generations do not arrive together
+    if error.retry_after_s is not None:
+        delay = max(delay, min(error.retry_after_s, settings.provider_backoff_max_s))
+    return float(round(delay, 3))
+
+
+def falls_back(e: ModelError) -> bool:
+    """Whether a failure before the first token sends the generation to the provider's fallback: the provider is
+    down or unreachable (5xx, connection error, timeout), not refusing this request."""
+    if e.kind in ("provider_connection", "provider_timeout"):
+        return True
+    return e.kind == "provider_http_error" and (e.status_code or 0) >= 500

@@ -67,7 +67,8 @@ class GenerationStore:
 
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
-        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
+        batcher: when given, the hot-path writes (append, finish) and a start's read and claim are pipelined with
+            other callers'.
         simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
         notify: webhooks are configured: each generation created sends an event when it ends.
     """
@@ -86,7 +87,7 @@ class GenerationStore:
         self.sharded = is_cluster(redis)
         self.records = Records(redis, simulated=simulated, notify=notify)
         self.streams = EventLog(redis, batcher)
-        self.leases = Leases(redis)
+        self.leases = Leases(redis, batcher)
         self.presence = Presence(redis)
         self.batches = Batches(redis, self.records)
         self.files = Files(redis)

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reasonq.shared import keys
 from reasonq.shared.backoff import Backoff
+from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.schemas import GenerationCreate
 from reasonq.shared.scripts import load_script
 from reasonq.shared.store._values import server_now_ms, text_or_none
@@ -59,36 +60,33 @@ class Leases:
 
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
+        batcher: when given, a start's reads and claims are pipelined with other callers' (a burst of starts).
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None) -> None:
         self._redis = redis
+        self._batcher = batcher
         self._claim = load_script(redis, "claim")
         self._renew = load_script(redis, "renew")
         self._requeue = load_script(redis, "requeue")
 
     async def load_target(self, generation_id: str) -> ClaimTarget | None:
         """Status, attempt and request of a generation, ``None`` if it does not exist."""
-        fields = [
-            *("status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "created_at"),
-            "queue",
-        ]
-        status, attempt, request, reason, cancel, started_at, losses, created_at, queue = cast(
-            list[bytes | None], await self._redis.hmget(keys.record_key(generation_id), fields)
+        key = keys.record_key(generation_id)
+        reply = await (
+            self._batcher.command("HMGET", key, *_TARGET_FIELDS)
+            if self._batcher
+            else self._redis.hmget(key, _TARGET_FIELDS)
         )
-        if status is None or request is None:
-            return None
-        return ClaimTarget(
-            status=status.decode(),
-            attempt=int(attempt or 0),
-            request=GenerationCreate.model_validate_json(request),
-            restart_reason=text_or_none(reason),
-            cancel_requested=cancel is not None,
-            started_at=float(started_at) if started_at else None,
-            losses=int(losses or 0),
-            created_at=float(created_at or 0),
-            queue=(queue or b"").decode(),
-        )
+        return _target(cast(list[bytes | None], reply))
+
+    async def load_targets(self, generation_ids: list[str]) -> dict[str, ClaimTarget | None]:
+        """``load_target`` of several generations, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gid in generation_ids:
+                pipe.hmget(keys.record_key(gid), _TARGET_FIELDS)
+            replies = await pipe.execute()
+        return {gid: _target(reply) for gid, reply in zip(generation_ids, replies, strict=True)}
 
     async def claim(
         self,
@@ -113,7 +111,11 @@ class Leases:
         backoff = Backoff(first_s=0.05)
         for resend in range(CLAIM_RESENDS + 1):
             try:
-                reply = await self._claim(keys=keys.script_keys(generation_id), args=args)
+                script_keys = keys.script_keys(generation_id)
+                if self._batcher is not None:
+                    reply = await self._batcher.call(self._claim, script_keys, args)
+                else:
+                    reply = await self._claim(keys=script_keys, args=args)
                 break
             except (RedisConnectionError, RedisTimeoutError) as e:
                 # Lost on the way there or back: the script may have run. The same token makes the resend
@@ -183,10 +185,15 @@ class Leases:
         replies = await asyncio.gather(*(one(shard, group) for shard, group in keys.by_shard(leases).items()))
         return [gid for reply in replies for gid in reply]
 
-    async def peek_stale_queued(self, older_than_ms: int, limit: int = 100) -> list[str]:
-        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock), up to ``limit`` per
-        shard."""
-        now_ms = await server_now_ms(self._redis)
+    async def now_ms(self) -> int:
+        """Redis' clock (ms), the one the queued index is scored by."""
+        return await server_now_ms(self._redis)
+
+    async def peek_stale_queued(self, older_than_ms: int, limit: int = 100, *, now_ms: int | None = None) -> list[str]:
+        """Queued generations last dispatched more than ``older_than_ms`` ago (Redis clock, or ``now_ms`` when the
+        caller knows it), up to ``limit`` per shard."""
+        if now_ms is None:
+            now_ms = await server_now_ms(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
             for shard in range(keys.SHARDS):
                 pipe.zrangebyscore(keys.queued_key(shard), "-inf", now_ms - older_than_ms, start=0, num=limit)
@@ -220,3 +227,27 @@ class Leases:
                 pipe.zcard(keys.queued_key(shard))
             cards = await pipe.execute()
         return {"running": sum(cards[0::2]), "queued": sum(cards[1::2])}
+
+
+_TARGET_FIELDS = (
+    *("status", "attempt", "request", "restart_reason", "cancel", "started_at", "losses", "created_at"),
+    "queue",
+)
+
+
+def _target(fields: list[bytes | None]) -> ClaimTarget | None:
+    """A ``ClaimTarget`` from a record's ``_TARGET_FIELDS``; ``None`` if it does not exist."""
+    status, attempt, request, reason, cancel, started_at, losses, created_at, queue = fields
+    if status is None or request is None:
+        return None
+    return ClaimTarget(
+        status=status.decode(),
+        attempt=int(attempt or 0),
+        request=GenerationCreate.model_validate_json(request),
+        restart_reason=text_or_none(reason),
+        cancel_requested=cancel is not None,
+        started_at=float(started_at) if started_at else None,
+        losses=int(losses or 0),
+        created_at=float(created_at or 0),
+        queue=(queue or b"").decode(),
+    )

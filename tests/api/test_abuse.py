@@ -335,7 +335,7 @@ def test_slow_readers_do_not_hold_back_other_viewers(guarded: Cluster, gclient: 
         # second of the model's end (the same clock: API, worker and test share this machine).
         assert behind_s < 1.0, (behind_s, elapsed_s)
         # 50 unread copies would be 500 MB; the bound is what the README promises. Before the allocator's mmap
-        # threshold was pinned (api/tuning.py), freed large frames stayed in the heap: 292-382 MiB here.
+        # threshold was pinned (shared/tuning.py), freed large frames stayed in the heap: 292-382 MiB here.
         assert rss_growth_mib < 100, rss_growth_mib
         catchups_before = _catchups(gclient)
         # Read again: each reader is far behind the ring, re-reads from Redis and gets the whole stream.

@@ -33,3 +33,31 @@ def test_concurrent_callers_share_pipelines_and_get_their_own_replies(store_url:
             await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_plain_reads_share_the_pipelines_of_script_calls(store_url: str) -> None:
+    """A burst of starts reads its records through the batcher (issue 14): reads and script calls of many callers
+    leave together, each caller gets its own reply, and a read of a missing key is its own (empty) answer."""
+
+    async def main() -> None:
+        redis = create_redis(store_url, max_connections=4)
+        batcher = ScriptBatcher(redis)
+        echo = redis.register_script(ECHO)
+        try:
+            for i in range(50):
+                await redis.hset(f"h{i}", mapping={"a": i, "b": f"v{i}"})
+            reads = [batcher.command("HMGET", f"h{i}", "a", "b", "c") for i in range(150)]
+            calls = [batcher.call(echo, [f"k{i}"], [i]) for i in range(150)]
+            replies = await asyncio.gather(*reads, *calls)
+            expected = [[str(i).encode(), f"v{i}".encode(), None] if i < 50 else [None, None, None] for i in range(150)]
+            assert replies[:150] == expected
+            assert replies[150:] == [[f"k{i}".encode(), str(i).encode()] for i in range(150)]
+            assert batcher.pipelines < 300 / 10
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await batcher.command("LPUSH", "h1", "x")  # an error reply is that caller's alone
+            assert await batcher.command("HMGET", "h2", "b") == [b"v2"]
+        finally:
+            await batcher.close()
+            await redis.aclose()
+
+    asyncio.run(main())

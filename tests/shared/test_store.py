@@ -196,6 +196,24 @@ def test_stale_queued_generations_are_found_once(with_store: Any) -> None:
     with_store(body)
 
 
+def test_targets_of_many_generations_are_read_at_once(with_store: Any) -> None:
+    """A pickup round reads every record it takes in one round trip; each target is what ``load_target`` reads."""
+
+    async def body(store: GenerationStore) -> None:
+        ids = [f"gen_many_{i}_{time.monotonic_ns()}" for i in range(20)]
+        for i, gid in enumerate(ids):
+            await store.records.create(gid, _request(), time.time(), "batch" if i % 2 else "q", "anonymous")
+        await store.leases.claim(ids[0], 0, 60_000, _running(1))
+        targets = await store.leases.load_targets([*ids, "gen_none"])
+        assert targets["gen_none"] is None
+        for gid in ids:
+            assert targets[gid] == await store.leases.load_target(gid)
+        assert (targets[ids[0]].status, targets[ids[0]].attempt) == ("running", 1)  # type: ignore[union-attr]
+        assert [targets[g].queue for g in ids[1:3]] == ["batch", "q"]  # type: ignore[union-attr]
+
+    with_store(body)
+
+
 def test_missing_generation(with_store: Any) -> None:
     async def body(store: GenerationStore) -> None:
         assert await store.records.get("gen_none") is None

@@ -1,4 +1,4 @@
-"""Process tuning for the API: the garbage collector and the C allocator, set once at startup."""
+"""Process tuning: the garbage collector (API and worker) and the C allocator (API), set once at startup."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def tune_gc() -> None:
     With 1,000 viewers of one generation the default thresholds ran collections often enough, over the
     thousands of live tasks and generators, to put the delivery lag p99 at 114 ms; moving what exists at
     startup out of the collector's sight and collecting the youngest generation less often brought it to
-    16 ms, at the same CPU and memory (``bench/fanout.py``).
+    16 ms, at the same CPU and memory (``bench/fanout.py``). A worker starting a burst of 500 generations paused
+    90-156 ms in full collections (each a stall of every stream and claim on its loop) until it did the same
+    (issue 14: burst pickup p99 690 -> 450 ms at the median of four runs, ``bench --scenario burst``).
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
