@@ -25,7 +25,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from reasonq.shared.redis import is_cluster
 
@@ -87,8 +87,15 @@ class ScriptBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._queue = self._queue, []
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._send(batch)
+            except Exception as e:  # never a caller left waiting: this batch fails, the next one goes
+                logger.exception("script batcher: a batch of %d calls failed", len(batch))
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
 
     async def _send(self, batch: list[_Call]) -> None:
         self.pipelines += 1
@@ -103,7 +110,13 @@ class ScriptBatcher:
         groups: dict[str, list[_Call]] = {}
         alone: list[_Call] = []
         for call in batch:
-            node = cluster.get_node_from_key(call[1][0])
+            try:
+                node = cluster.get_node_from_key(call[1][0])
+            except (
+                RedisError,
+                RedisClusterException,
+            ):  # slots not learned yet (a fresh client) or not covered now: the client finds them
+                node = None
             if node is None:
                 alone.append(call)
                 continue

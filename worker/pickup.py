@@ -3,13 +3,14 @@
 Celery hands a worker its messages one by one (about 115-200 a second through kombu's consumer here), so a burst
 of 500 generations waited 1.3 s at the median to start although the process had room for all of them. Every
 queued generation is also in its shard's ``queued`` index; a process with free room takes the ones waiting
-longer than ``MIN_WAIT_MS`` from there (while a burst lasts, the newest too) and runs them on its loop at once. Claiming is the same compare-and-set as
-a delivered task's, so each attempt runs once: the broker's message for a generation already taken is a no-op
-when it arrives (``run_generation`` sees the live lease), and a process that dies with generations it took leaves
-them to the lease sweep, exactly like ones the broker delivered (messages are acknowledged on receipt).
+longer than ``MIN_WAIT_MS`` from there (while a burst lasts, the newest too) and runs them on its loop at once.
+Claiming is the same compare-and-set as a delivered task's, so each attempt runs once: the broker's message for a
+generation already taken is a no-op when it arrives (``run_generation`` sees the live lease), and a process that
+dies with generations it took leaves them to the lease sweep, exactly like ones the broker delivered (messages are
+acknowledged on receipt).
 
 The generations one round takes are all claimed before any of them asks the model (``_Round``): building a model
-request costs the loop about a millisecond, and 500 claims queued behind 500 requests took a second to make.
+request costs the loop about 1.5 ms, and 500 claims queued behind 500 requests took a second to make.
 
 Only generations of queues this process consumes are taken, never more than its free room (its pool's size,
 ``REASONQ_WORKER_CONCURRENCY`` or ``--concurrency``, minus what it runs), and none while it drains. Rounds start

@@ -4,6 +4,7 @@ pipelines, NOSCRIPT recovery."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -56,6 +57,43 @@ def test_plain_reads_share_the_pipelines_of_script_calls(store_url: str) -> None
             with pytest.raises(ResponseError, match="WRONGTYPE"):
                 await batcher.command("LPUSH", "h1", "x")  # an error reply is that caller's alone
             assert await batcher.command("HMGET", "h2", "b") == [b"v2"]
+        finally:
+            await batcher.close()
+            await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_fresh_cluster_client_first_used_by_the_batcher_answers(redis_cluster: Any) -> None:
+    """A worker's first command on a Cluster can be a start's read through the batcher (issue 14): the client has
+    not learned the slots yet, and looking a node up raised inside the batcher's task, which died with the batch
+    and left every caller waiting for ever (a generation stayed queued with its worker idle)."""
+
+    async def main() -> None:
+        redis = create_redis(redis_cluster.url, max_connections=4)
+        batcher = ScriptBatcher(redis)
+        echo = redis.register_script(ECHO)
+        try:
+            first = asyncio.gather(batcher.command("HMGET", "fresh", "a"), batcher.call(echo, ["k"], [1]))
+            assert await asyncio.wait_for(first, 10) == [[None], [b"k", b"1"]]
+            assert await asyncio.wait_for(batcher.command("HMGET", "fresh", "a"), 10) == [None]
+        finally:
+            await batcher.close()
+            await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_batch_that_cannot_be_sent_fails_its_callers_and_the_next_batch_goes(unit_redis_url: str) -> None:
+    """Whatever goes wrong while sending a batch, its callers get the error, never a wait without end."""
+
+    async def main() -> None:
+        redis = create_redis(unit_redis_url, max_connections=4)
+        batcher = ScriptBatcher(redis)
+        try:
+            with pytest.raises(Exception):  # noqa: B017 - an argument redis-py cannot encode: whatever it raises
+                await asyncio.wait_for(batcher.command("HMGET", "k", object()), 10)
+            assert await asyncio.wait_for(batcher.command("HMGET", "k", "a"), 10) == [None]
         finally:
             await batcher.close()
             await redis.aclose()
