@@ -74,3 +74,14 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
 def test_celery_is_asked_for_with_its_redis_extra() -> None:
     requires = distribution("reasonq").requires or []
     assert any(re.match(r"celery\[redis\]", req) for req in requires)
+
+
+def test_redis_replies_are_parsed_in_c() -> None:
+    """hiredis is a dependency for speed alone (a replay of ~4,800 events to 40 viewers: 2.7 s of the API's CPU with
+    redis-py's own parser, 0.4 s with hiredis); redis-py falls back to its pure-Python parser in silence when the
+    installed hiredis is one it does not accept."""
+    from redis.asyncio.connection import DefaultParser
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    assert DefaultParser.__name__ == "_AsyncHiredisParser"

@@ -96,7 +96,10 @@ def api_port(api_url: str) -> int:
 
 @pytest.fixture
 def proxy(api_port: int) -> Iterator[CuttingProxy]:
-    with CuttingProxy(api_port, cut_bytes=400) as p:
+    # Each connection must be able to carry one whole event after its ~250 bytes of headers: a loaded worker joins
+    # more tokens into one event (30 after a 300 ms stall at 100 tokens/s), and at 400 bytes such an event could
+    # never get through, so the client gave up after 10 reconnections without progress (the suite, twice).
+    with CuttingProxy(api_port, cut_bytes=1200) as p:
         yield p
 
 
@@ -113,7 +116,7 @@ def _text(events: list) -> tuple[str, str]:  # type: ignore[type-arg]
 
 
 def test_stream_survives_cut_connections_and_sees_each_event_once(api_url: str, proxy: CuttingProxy) -> None:
-    prompt = "client cut sim:reasoning_tokens=80 sim:content_tokens=60 sim:tokens_per_s=100"
+    prompt = "client cut sim:reasoning_tokens=150 sim:content_tokens=100 sim:tokens_per_s=100"
     with Client(api_url) as direct, Client(f"http://127.0.0.1:{proxy.port}") as client:
         generation = direct.submit(prompt)
         events = list(client.stream(generation.id))
@@ -125,7 +128,7 @@ def test_stream_survives_cut_connections_and_sees_each_event_once(api_url: str, 
 
 
 def test_async_client_resumes_too(api_url: str, api_port: int) -> None:
-    prompt = "client async cut sim:reasoning_tokens=60 sim:content_tokens=40 sim:tokens_per_s=300"
+    prompt = "client async cut sim:reasoning_tokens=150 sim:content_tokens=100 sim:tokens_per_s=300"
 
     async def main() -> list:  # type: ignore[type-arg]
         async with (
@@ -135,8 +138,9 @@ def test_async_client_resumes_too(api_url: str, api_port: int) -> None:
             generation = await direct.submit(prompt)
             return [e async for e in client.stream(generation.id, after=2)]
 
-    # cut every 700 bytes: a few events per connection (at 400, ~one each: 41-65 s in the suite)
-    with CuttingProxy(api_port, cut_bytes=700) as proxy:
+    # cut every 1,200 bytes: a few events per connection (at 400, ~one each: 41-65 s in the suite), and room for
+    # one event of many tokens (see ``proxy``)
+    with CuttingProxy(api_port, cut_bytes=1200) as proxy:
         events = asyncio.run(main())
     assert [e.id for e in events] == list(range(3, len(events) + 3))
     assert _text(events) == expected_text(prompt)
