@@ -112,10 +112,9 @@ class ScriptBatcher:
         for call in batch:
             try:
                 node = cluster.get_node_from_key(call[1][0])
-            except (
-                RedisError,
-                RedisClusterException,
-            ):  # slots not learned yet (a fresh client) or not covered now: the client finds them
+            except (RedisError, RedisClusterException):
+                # Slots not learned yet (a fresh client: a worker's first command can be a start's read, issue 14)
+                # or not covered now: sent alone, the cluster client finds them.
                 node = None
             if node is None:
                 alone.append(call)

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -41,19 +42,22 @@ ROUND_GATE_S = 0.25  # longest a claimed generation waits for the rest of its ro
 
 
 class _Round:
-    """The generations one round took: each waits, once claimed, until all are claimed or have stopped."""
+    """The generations one round took: each waits, once claimed, until every one has claimed or stopped."""
 
-    def __init__(self, taken: int) -> None:
-        self._left = taken
+    def __init__(self, generation_ids: list[str]) -> None:
+        self._pending = set(generation_ids)
         self._all = asyncio.Event()
-
-    def arrive(self) -> None:
-        self._left -= 1
-        if self._left <= 0:
+        if not self._pending:
             self._all.set()
 
-    async def claimed(self) -> None:
-        self.arrive()
+    def arrive(self, generation_id: str) -> None:
+        """``generation_id`` claimed or stopped (again: a no-op)."""
+        self._pending.discard(generation_id)
+        if not self._pending:
+            self._all.set()
+
+    async def claimed(self, generation_id: str) -> None:
+        self.arrive(generation_id)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ROUND_GATE_S):
                 await self._all.wait()
@@ -145,29 +149,20 @@ class Pickup:
         # Interactive generations first when room is short (a batch backlog never crowds them out).
         mine.sort(key=lambda taken: taken[1].queue == settings.batch_queue_name)
         mine = mine[: max(0, self._room())]
-        taken = _Round(len(mine))
-        for generation_id, target in mine:
-            if generation_id in self._handling:  # the broker delivered it meanwhile
-                taken.arrive()
-                continue
+        # Not one the broker delivered meanwhile: this process runs it already.
+        started = [(g, t) for g, t in mine if g not in self._handling]
+        taken = _Round([g for g, _ in started])
+        for generation_id, target in started:
             self._handling.add(generation_id)
             run = self._one(generation_id, target, taken)
             asyncio.get_running_loop().create_task(run, name=f"pickup-{generation_id}")
-        return len(mine)
+        return len(started)
 
     async def _one(self, generation_id: str, target: ClaimTarget, taken: _Round) -> None:
-        arrived = False
-
-        async def claimed() -> None:
-            nonlocal arrived
-            arrived = True
-            await taken.claimed()
-
         try:
-            await self._run(generation_id, target, claimed)
+            await self._run(generation_id, target, partial(taken.claimed, generation_id))
         except Exception:  # as a broker-delivered task's failure: logged, the lease sweep recovers it
             logger.exception("generation %s: picked up, then failed", generation_id)
         finally:
-            if not arrived:  # refused or stopped before its claim: the rest of the round need not wait for it
-                taken.arrive()
+            taken.arrive(generation_id)  # refused or stopped before its claim: the rest need not wait for it
             await self._release(generation_id)
