@@ -1,11 +1,11 @@
 """The event hub: one Redis reader per API process, fanning each batch of events out to every local viewer.
 
 Each watched generation is a *topic* with a small shared ring of recent events (typed ``StoredEvent``s,
-``api/topics.py``). The reader XREADs (BLOCK) all live topics in one call (on a Redis Cluster, one reader per
-shard: a call may not span slots) and appends to their rings; viewers wake and take every event after their own
-cursor. The wire format is the edge's: a viewer follows in a ``Format`` (native SSE here; chat
-chunks, Responses and Durable Streams bytes each one small encoder on top), each event is encoded once per
-format, and most viewers, sitting at the same cursor, share one joined chunk per format. A viewer that falls
+``api/topics.py``). The reader (``api/hub_reader.py``; on a Redis Cluster one per shard: a call may not span
+slots) blocks until a live topic's stream moves and appends what it read to their rings; viewers wake and take
+every event after their own cursor. The wire format is the edge's: a viewer follows in a ``Format`` (native
+SSE here; chat chunks, Responses and Durable Streams bytes each one small encoder on top), each event is encoded
+once per format, and most viewers, sitting at the same cursor, share one joined chunk per format. A viewer that falls
 behind the ring (a slow socket) re-reads from Redis with XRANGE at its own pace: the stream in Redis is the
 buffer, so memory stays bounded whatever viewers do, and no viewer holds a Redis connection while it waits.
 """
@@ -17,14 +17,14 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reasonq.api import metrics
 from reasonq.api.coalesce import Coalescer
+from reasonq.api.hub_reader import Reader, ReaderStats
 from reasonq.api.topics import (
     CHUNK_BYTES,
     EVENTS_VIEW,
@@ -39,10 +39,8 @@ from reasonq.api.topics import (
     generation_ref,
 )
 from reasonq.shared import keys
-from reasonq.shared.backoff import Backoff
-from reasonq.shared.events import StoredEvent, parse_entry
+from reasonq.shared.events import StoredEvent
 from reasonq.shared.store import GenerationStore
-from reasonq.shared.store.streams import Entries
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +49,6 @@ logger = logging.getLogger(__name__)
 # CHUNK_BYTES; 16 events of a fast stream let 50 viewers that stopped reading at their first replay pin ~150 MiB.
 CATCHUP_COUNT = 256
 CATCHUP_FIRST_COUNT = 4
-# Entries per stream per XREAD.
-XREAD_COUNT = 1_000
 # How often this process refreshes, in Redis, how many viewers it has per generation (the entries expire unless
 # refreshed).
 VIEWERS_PUBLISH_S = 2.0
@@ -67,26 +63,11 @@ REDIS_GONE_FRAME = b"retry: 1000\n: event source unavailable; reconnect with Las
 
 
 @dataclass
-class HubStats:
-    """Counters for tests, benchmarks and metrics."""
+class HubStats(ReaderStats):
+    """Counters for tests, benchmarks and metrics (the readers' too)."""
 
-    xreads: int = 0
     catchups: int = 0
     topics_opened: int = 0
-
-
-@dataclass(eq=False)
-class _Reader:
-    """One blocking XREAD loop over the live topics of one slot group (every topic on one Redis; one shard's on a
-    Cluster, where one XREAD may not span slots) and its own wake stream in that group's slot."""
-
-    group: int
-    wake_key: str
-    wake_cursor: str = "0-0"
-    topics: dict[bytes, Topic] = field(default_factory=dict)  # by stream key
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    client: Redis | None = None
-    task: asyncio.Task[None] | None = None
 
 
 class Hub:
@@ -98,15 +79,24 @@ class Hub:
         store: the store (pooled connection, for XRANGE catch-ups, wake-ups and viewer counts).
         block_ms: how long one XREAD blocks.
         ring_events: events kept per topic.
+        activity_topics: above this many live topics a reader follows the shards' activity indexes instead of
+            reading every topic's stream (``api/hub_reader.py``).
     """
 
     def __init__(
-        self, connect: Callable[[], Redis], store: GenerationStore, *, block_ms: int, ring_events: int
+        self,
+        connect: Callable[[], Redis],
+        store: GenerationStore,
+        *,
+        block_ms: int,
+        ring_events: int,
+        activity_topics: int = 200,
     ) -> None:
         self._connect = connect
         self._store = store
         self._block_ms = block_ms
         self._ring_events = ring_events
+        self._activity_topics = activity_topics
         self._topics: dict[str, Topic] = {}
         # Viewers opening one topic, or replaying from one point, at once share one read (a join storm, issue 14).
         self._tail: Coalescer[StreamRef, list[StoredEvent]] = Coalescer(
@@ -118,7 +108,7 @@ class Hub:
         self._hub_id = secrets.token_hex(8)
         # On a Cluster one reader per shard (an XREAD stays in one slot); on one Redis one reader reads everything.
         self._sharded = store.sharded
-        self._readers: dict[int, _Reader] = {}
+        self._readers: dict[int, Reader] = {}
         self._watching: dict[str, int] = {}  # generation id -> viewers of this process (replaying or live)
         self._watching_changed: set[str] = set()
         self._counts_changed = asyncio.Event()
@@ -197,11 +187,12 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the readers and release their connections."""
-        for task in (*(r.task for r in self._readers.values()), self._publisher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for reader in self._readers.values():
+            await reader.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
         with contextlib.suppress(RedisError, OSError):
             await self._store.presence.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
         for topic in list(self._topics.values()):
@@ -209,9 +200,6 @@ class Hub:
         for reader in self._readers.values():
             with contextlib.suppress(RedisError, OSError):
                 await self._store.streams.drop_wake(reader.wake_key)
-            if reader.client is not None:
-                with contextlib.suppress(Exception):
-                    await reader.client.aclose()
 
     async def follow(self, generation_id: str, after: int, fmt: Format = NATIVE_SSE) -> AsyncIterator[bytes]:
         """Every event after ``after`` in ``fmt``, replayed from Redis then live, ending with ``done``.
@@ -331,7 +319,7 @@ class Hub:
                     topic.publish(tail, self._ring_events)  # sets the cursor, and ``finished`` at ``done``
                 self._topics[ref.topic_id] = topic
                 reader = self._reader_of(topic.group)
-                reader.topics[topic.key] = topic
+                reader.add(topic)
                 self.stats.topics_opened += 1
                 if not topic.finished:
                     await self._wake_reader(reader)
@@ -342,60 +330,33 @@ class Hub:
         topic.viewers -= 1
         if topic.viewers <= 0 and self._topics.get(topic.generation_id) is topic:
             del self._topics[topic.generation_id]
-            self._readers[topic.group].topics.pop(topic.key, None)
+            self._readers[topic.group].remove(topic)
 
-    def _reader_of(self, group: int) -> _Reader:
+    def _reader_of(self, group: int) -> Reader:
         reader = self._readers.get(group)
         if reader is None:
-            reader = self._readers[group] = _Reader(group, keys.hub_wake_key(self._hub_id, group))
-            reader.task = asyncio.create_task(self._run(reader), name=f"hub-reader-{group}")
+            # One Redis: one reader for everything, so it follows every shard's activity index.
+            shards = [group] if self._sharded else range(keys.SHARDS)
+            reader = self._readers[group] = Reader(
+                wake_key=keys.hub_wake_key(self._hub_id, group),
+                activity_keys=[keys.activity_key(shard) for shard in shards],
+                connect=self._connect,
+                lost=self._lost,
+                block_ms=self._block_ms,
+                ring_events=self._ring_events,
+                activity_topics=self._activity_topics,
+                stats=self.stats,
+            )
+            reader.start(f"hub-reader-{group}")
         return reader
 
-    async def _wake_reader(self, reader: _Reader) -> None:
-        reader.idle.set()
-        await self._store.streams.wake(reader.wake_key)
+    def _lost(self, topic: Topic) -> None:
+        if self._topics.get(topic.generation_id) is topic:
+            del self._topics[topic.generation_id]
 
-    async def _run(self, reader: _Reader) -> None:
-        backoff = Backoff()
-        wake_key = reader.wake_key.encode()
-        while True:
-            live = [t for t in reader.topics.values() if not t.finished]
-            if not live:
-                reader.idle.clear()
-                await reader.idle.wait()
-                continue
-            streams: dict[Any, Any] = {reader.wake_key: reader.wake_cursor}
-            for topic in live:
-                streams[topic.key] = f"{topic.cursor}-0"
-            try:
-                if reader.client is None:
-                    reader.client = self._connect()
-                reply = cast(
-                    list[tuple[bytes, Entries]],
-                    await reader.client.xread(streams, count=XREAD_COUNT, block=self._block_ms),
-                )
-            except (RedisError, OSError) as e:
-                logger.warning("hub: Redis read failed (%s); ending %d live topics", e, len(live))
-                for topic in live:
-                    topic.fail(e)
-                    self._topics.pop(topic.generation_id, None)
-                    reader.topics.pop(topic.key, None)
-                if reader.client is not None:
-                    with contextlib.suppress(Exception):
-                        await reader.client.aclose()
-                    reader.client = None
-                await backoff.sleep()
-                continue
-            backoff.reset()
-            self.stats.xreads += 1
-            for key, entries in reply or ():
-                if key == wake_key:
-                    reader.wake_cursor = entries[-1][0].decode()
-                    continue
-                target = reader.topics.get(key)
-                if target is None or not entries:
-                    continue  # every viewer left while we were blocked
-                events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
-                events = [e for e in events if e.seq > target.cursor]
-                if events:
-                    target.publish(events, self._ring_events)
+    async def _wake_reader(self, reader: Reader) -> None:
+        reader.idle.set()
+        if reader.wake_sent:
+            return  # one wake per round of the reader: 10,000 topics opening at once are not 10,000 writes
+        reader.wake_sent = True
+        await self._store.streams.wake(reader.wake_key)

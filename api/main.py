@@ -31,6 +31,7 @@ from reasonq.api.routes import (
     webhooks,
 )
 from reasonq.api.submission import Submitter
+from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.queue import create_celery
 from reasonq.shared.redis import check_eviction_policy, create_blocking_redis, create_redis
 from reasonq.shared.settings import get_settings
@@ -43,14 +44,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     check_eviction_policy(settings.redis_url, allow=settings.allow_evicting_redis)  # `uvicorn` run directly
     redis = create_redis(settings.redis_url, max_connections=settings.redis_max_connections)
+    # Viewers' reads (access, replay, a topic's tail) pipelined across callers: a join storm over 10,000
+    # generations queued ~40,000 round trips behind the pool of 64, and some waited out its 10 s (issue 14).
+    batcher = ScriptBatcher(redis)
     app.state.store = store = GenerationStore(
-        redis, simulated=settings.model_simulated, notify=bool(settings.webhook_endpoints)
+        redis, batcher, simulated=settings.model_simulated, notify=bool(settings.webhook_endpoints)
     )
     app.state.hub = hub = Hub(
         lambda: create_blocking_redis(settings.redis_url, block_ms=settings.hub_block_ms),  # one per reader
         store,
         block_ms=settings.hub_block_ms,
         ring_events=settings.hub_ring_events,
+        activity_topics=settings.hub_activity_topics,
     )
     app.state.celery = celery = create_celery(settings)
     app.state.keyring = keyring = KeyRing.from_settings(settings)
@@ -70,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await waker.stop()
         await hub.stop()
+        await batcher.close()
         await redis.aclose()
 
 

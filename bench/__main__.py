@@ -17,6 +17,7 @@ from bench import (
     fanout,
     joinstorm,
     latency,
+    manystreams,
     pipeline,
     providers,
     recovery,
@@ -39,6 +40,7 @@ SCENARIOS = (
     "scale",
     "providers",
     "webhooks",
+    "manystreams",
 )
 
 
@@ -210,6 +212,19 @@ def _joinstorm(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _manystreams(smoke: bool) -> list[dict[str, Any]]:
+    n, rate, seconds = (1_000, 0.5, 6.0) if smoke else (10_000, 0.2, 30.0)
+    rows = manystreams.run(n, rate, seconds)
+    print(f"many streams: live generations on one API process, one viewer each, {rate} events/s per generation")
+    print(f"  {'':<42}{'complete':>10}{'lag p50':>9}{'p99 ms':>8}{'write p99':>11}{'API CPU':>9}{'RSS MiB':>9}")
+    for r in rows:
+        print(
+            f"  {r['run']:<42}{r['viewers_with_every_event']:>10}{r['lag_p50_ms']:>9}{r['lag_p99_ms']:>8}"
+            f"{r['write_p99_ms']:>11}{r['api_cpu_share']:>9}{r['api_rss_mib']:>9}"
+        )
+    return rows
+
+
 def _webhooks(smoke: bool) -> dict[str, Any]:
     result = webhooks.run(one_by_one=5 if smoke else 20, burst=10 if smoke else 50)
     one, burst = result["one_by_one"], result["burst"]
@@ -246,6 +261,7 @@ def main() -> int:
         "scale": _scale,
         "providers": _providers,
         "webhooks": _webhooks,
+        "manystreams": _manystreams,
     }
     for name in chosen:
         report[name] = runners[name](args.smoke)

@@ -26,6 +26,7 @@ class Stack:
         persist: Redis with an append-only file (for restart scenarios).
         cluster_masters: records on a local Redis Cluster of this many masters (``replicas`` each) instead of one
             server; the Celery broker stays one plain server (kombu cannot use a Cluster).
+        worker: start a worker (off for scenarios that write generations' events themselves).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class Stack:
         *,
         cluster_masters: int = 0,
         replicas: int = 0,
+        worker: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="reasonq-bench-"))
         self.sim_tokens_per_s = sim_tokens_per_s
@@ -49,6 +51,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.cluster_masters = cluster_masters
         self.replicas = replicas
+        self.with_worker = worker
         self.cluster: LocalCluster | None = None
         self.store_url = ""  # REASONQ_REDIS_URL: the one server's URL, or the Cluster's
 
@@ -84,6 +87,9 @@ class Stack:
             "REASONQ_MODEL_API_KEY": "bench",
             **self.extra_env,
         }
+        if not self.with_worker:
+            self.start_api()
+            return
         worker = self.add_worker()
         self.start_api()
         self._wait_worker_ready(worker)

@@ -1,5 +1,6 @@
 """A lean SSE load generator: ``python -m bench.viewers HOST PORT PATH N OUT [--slow]``.
 
+PATH may be ``@FILE``: one path per line, viewer i follows line ``i % lines`` (many generations at once).
 Opens N connections with raw asyncio streams (no HTTP library: the load generator must not be what is
 measured), reads each event stream to ``done``, and writes every event's arrival time (``time.time()``) per
 viewer to OUT as JSON lines of ``[ids, times, connected_at, status]`` (when its status line arrived, and the HTTP
@@ -14,6 +15,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
 
 async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -62,13 +64,17 @@ async def _view(
 async def main(host: str, port: int, path: str, n: int, out: str, slow: bool) -> None:
     start = asyncio.Event()
     first: list[int] = []
-    tasks = [asyncio.create_task(_view(host, port, path, slow, start, first)) for _ in range(n)]
+    paths = Path(path[1:]).read_text().split() if path.startswith("@") else [path]
+    tasks = [asyncio.create_task(_view(host, port, paths[i % len(paths)], slow, start, first)) for i in range(n)]
     with open(out + ".start", "w") as f:  # when this process began connecting (join storms measure from here)
         f.write(str(time.time()))
     start.set()
 
-    async def report_ready() -> None:  # every viewer of this process has its first event: it is live
-        while len(first) < n and not all(t.done() for t in tasks):
+    def failed(task: asyncio.Task[tuple[list[int], list[float], float, int]]) -> bool:
+        return task.done() and (task.exception() is not None or not task.result()[0])
+
+    async def report_ready() -> None:  # every viewer of this process has its first event (or failed): it is live
+        while len(first) < n - sum(map(failed, tasks)):
             await asyncio.sleep(0.05)
         with open(out + ".ready", "w") as f:
             f.write(str(time.time()))

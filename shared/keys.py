@@ -103,10 +103,35 @@ def queued_key(shard: int) -> str:
 
 
 def script_keys(generation_id: str) -> list[str]:
-    """KEYS of the claim, finish and cancel scripts: the generation's four keys, then its shard's three indexes
-    (leases, queued, webhook outbox)."""
+    """KEYS of the claim, finish, cancel and restore scripts: the generation's four keys, then its shard's four
+    indexes (leases, queued, webhook outbox, activity)."""
     shard = shard_of(generation_id)
-    return [*generation_keys(generation_id), leases_key(shard), queued_key(shard), webhook_due_key(shard)]
+    return [
+        *generation_keys(generation_id),
+        leases_key(shard),
+        queued_key(shard),
+        webhook_due_key(shard),
+        activity_key(shard),
+    ]
+
+
+def append_keys(generation_id: str) -> list[str]:
+    """KEYS of the append script: the generation's four keys, then its shard's activity index."""
+    return [*generation_keys(generation_id), activity_key(shard_of(generation_id))]
+
+
+def activity_key(shard: int) -> str:
+    """Stream: one shard's activity index (issue 14). Every script that appends to a stream the hub follows (a
+    generation's events, a durable stream's data) adds one entry here in the same call, ``k`` = that stream's key,
+    capped at about ``ACTIVITY_MAXLEN`` entries (the scripts' ``XADD … MAXLEN ~``); no TTL (it is bounded). An API
+    process watching many live streams blocks on the activity indexes and reads only the streams that moved,
+    instead of one XREAD over every stream it watches (O(streams) per call: 14 ms at 10,000)."""
+    return f"{PREFIX}{{{SHARD_TAGS[shard]}}}:activity"
+
+
+# The activity index's cap, as written in every script that appends to it (tests/shared check they agree). A hub
+# that fell this far behind re-reads every stream it watches (api/hub_reader.py).
+ACTIVITY_MAXLEN = 10_000
 
 
 def webhook_due_key(shard: int) -> str:
@@ -321,6 +346,12 @@ def durable_keys(stream_id: str) -> list[str]:
     """
     base = _durable(stream_id)
     return [base, f"{base}:data", f"{base}:producers", f"{base}:forks", f"{base}:subs"]
+
+
+def durable_script_keys(stream_id: str) -> list[str]:
+    """KEYS of the scripts that append to a durable stream (create, append): ``durable_keys`` then the activity
+    index of its shard."""
+    return [*durable_keys(stream_id), activity_key(shard_of(stream_id))]
 
 
 def durable_data_key(stream_id: str) -> str:

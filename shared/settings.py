@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     hub_ring_events: int = Field(
         512, gt=0, description="Recent events kept in memory per watched stream; older ones are re-read from Redis."
     )
+    hub_activity_topics: int = Field(
+        200,
+        gt=0,
+        description="Above this many watched live streams (per Redis shard group), the API reads only the streams "
+        "that moved, from the shards' activity index, instead of one XREAD over every stream it watches.",
+    )
     redis_max_connections: int = Field(64, gt=0, description="Redis connection pool size per process.")
 
     log_json: bool = Field(False, description="Log one JSON object per line (with generation_id when about one).")

@@ -1,7 +1,7 @@
 -- Append events for the attempt that owns the generation. Idempotent: a retry of a write that was applied
 -- (its reply lost) finds seq advanced by exactly its event count from the same starting point, and succeeds
 -- without writing again.
--- KEYS: record, events, reasoning, content
+-- KEYS: record, events, reasoning, content, activity index
 -- ARGV: attempt, claim_token, expected_seq, then (type, data, text_slot, text) per event; text_slot 1 APPENDs
 --       text to the reasoning key, 2 to the content key, 3 marks the record: this attempt began a tool call (a
 --       continued attempt cannot take one over), 0 none of these (shared/events.py: DeltaKind)
@@ -30,4 +30,6 @@ for i = 4, #ARGV, 4 do
   elseif slot == 3 then redis.call('HSET', rec, 'tool_call', '1') end
 end
 redis.call('HSET', rec, 'seq', seq, 'written_from', ARGV[3])
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 return seq

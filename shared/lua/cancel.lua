@@ -1,7 +1,7 @@
 -- Cancel a generation. Queued, or handed back and waiting for a worker (no owner to tell): it ends 'cancelled'
 -- here and now (its task will find it finished and never start). Running: the cancel mark is set; the worker stops the stream and ends it (told at once by a message
 -- on the cancel channel, and by its next write or heartbeat as a backstop). Ended: nothing changes.
--- KEYS: record, events, reasoning, content, leases, queued, webhook outbox
+-- KEYS: record, events, reasoning, content, leases, queued, webhook outbox, activity index
 -- ARGV: retention_s, status_event_data, done_event_data
 -- Returns {'cancelled'} | {'requested'} | {'ended', status} | {'missing'}
 local rec = KEYS[1]
@@ -15,6 +15,8 @@ end
 local seq = tonumber(st[2])
 redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 't', 'status', 'd', ARGV[2])
 redis.call('XADD', KEYS[2], (seq + 2) .. '-0', 't', 'done', 'd', ARGV[3])
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 local t = redis.call('TIME')
 redis.call('HSET', rec, 'status', 'cancelled', 'seq', seq + 2, 'finish_reason', 'cancelled',
   'finished_at', string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000))

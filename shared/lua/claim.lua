@@ -1,5 +1,5 @@
 -- Claim a generation for a new attempt (compare-and-set on the attempt number).
--- KEYS: record, events, reasoning, content, leases, queued
+-- KEYS: record, events, reasoning, content, leases, queued, webhook outbox (unused), activity index
 -- ARGV: expected_attempt, lease_ttl_ms, handover ('1' when the current attempt's own worker starts the next),
 --       keep_text ('1' to continue the text rather than restart it), claim_token (unique per claim call), then
 --       (type, data) pairs of events
@@ -28,6 +28,8 @@ for i = 6, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
 end
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 local lease_until = now_ms + tonumber(ARGV[2])
 redis.call('HSET', rec, 'status', 'running', 'attempt', attempt, 'seq', seq, 'lease_until_ms', lease_until,
   'claim_token', ARGV[5])

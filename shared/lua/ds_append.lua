@@ -1,7 +1,7 @@
 -- Append to a durable stream and/or close it (issue 17), with the protocol's checks in its order of precedence:
 -- closed, content type, idempotent producer (stale epoch, duplicate, gap), Stream-Seq. One script, so a producer's
 -- state and the data it wrote change together (no crash window can re-accept a retry).
--- KEYS: meta, data, producers, forks
+-- KEYS: meta, data, producers, forks, subs (shared/keys.py durable_keys), activity index
 -- ARGV: 1 request's content type ('' for a close-only request), 2 Stream-Seq or '', 3 close ('1' or ''),
 --       4 producer id or '', 5 producer epoch, 6 producer seq, then the data of each entry to append
 -- Returns {outcome, tail, closed ('1' or ''), a, b}. Outcomes: 'appended'; 'duplicate' (a, b: epoch and the highest
@@ -16,7 +16,7 @@ local pid, epoch, pseq = ARGV[4], ARGV[5], ARGV[6]
 local n = #ARGV - 6
 
 local function slide()
-  for i = 1, #KEYS do
+  for i = 1, 5 do  -- the stream's own keys, not the shard's activity index
     if m[2] ~= '' then redis.call('PEXPIRE', KEYS[i], tonumber(m[2]) * 1000)
     elseif m[3] ~= '' then redis.call('PEXPIREAT', KEYS[i], m[3]) end
   end
@@ -73,6 +73,8 @@ if ARGV[3] == '1' then
   redis.call('HSET', meta, 'closed', '1', 'closed_by', pid ~= '' and (pid .. '\n' .. epoch .. '\n' .. pseq) or '')
   redis.call('XADD', KEYS[2], (tail + 1) .. '-0', 't', 'done', 'd', '')
 end
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 slide()
 -- and how many subscriptions are linked to the stream (PROTOCOL.md 7: the caller wakes them)
 return {'appended', tail, closed, epoch, pseq, redis.call('SCARD', KEYS[5])}

@@ -1,5 +1,5 @@
 -- Create a durable stream (issue 17), or confirm one that exists with the same configuration: PUT is idempotent.
--- KEYS: meta, data, producers, forks (shared/keys.py durable_keys)
+-- KEYS: meta, data, producers, forks, subs (shared/keys.py durable_keys), activity index
 -- ARGV: 1 content type, 2 TTL s or '', 3 expires-at ms or '', 4 expires-at as sent or '', 5 closed ('1' or ''),
 --       6 owner, 7 path, 8 fork configuration ('' or source path, offset and sub-offset as sent), 9 source id or '',
 --       10 instance (random: a stream created again at the same path has other ETags), then (entry id, data) pairs:
@@ -23,7 +23,9 @@ redis.call('HSET', meta, 'ct', ARGV[1], 'ttl', ARGV[2], 'exp', ARGV[3], 'exp_at'
   'owner', ARGV[6], 'path', ARGV[7], 'fork', ARGV[8], 'fork_id', ARGV[9], 'instance', ARGV[10], 'tail', tail,
   'seq', '')
 if ARGV[5] == '1' then redis.call('XADD', KEYS[2], (tail + 1) .. '-0', 't', 'done', 'd', '') end
-for i = 1, #KEYS do
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
+for i = 1, 5 do  -- the stream's own keys, not the shard's activity index
   if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 1000)
   elseif ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[i], ARGV[3]) end
 end

@@ -1,6 +1,6 @@
 -- End the generation: append the last events (pending deltas, the final status, done), write the outcome,
 -- and start the retention clock on every key of the generation. Idempotent like append.lua.
--- KEYS: record, events, reasoning, content, leases, queued, webhook outbox
+-- KEYS: record, events, reasoning, content, leases, queued, webhook outbox, activity index
 -- ARGV: attempt, claim_token, expected_seq, retention_s, status, finish_reason, usage_json, error_json,
 --       tool_calls_json, system_fingerprint, then (type, data, text_slot, text) per event, as in append.lua
 -- Returns the last seq, -1 when fenced, -3 when this Redis lost part of the attempt's history (see append.lua).
@@ -24,6 +24,8 @@ for i = 11, #ARGV, 4 do
   local slot = tonumber(ARGV[i + 2])
   if slot == 1 or slot == 2 then redis.call('APPEND', KEYS[2 + slot], ARGV[i + 3]) end
 end
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 if ARGV[9] ~= '' then redis.call('HSET', rec, 'tool_calls', ARGV[9]) end
 if ARGV[10] ~= '' then redis.call('HSET', rec, 'system_fingerprint', ARGV[10]) end
 local t = redis.call('TIME')

@@ -3,7 +3,7 @@
 -- attempt's worker still holds everything it wrote; the new events start right after the highest id it wrote
 -- (so no viewer's resume point falls inside them) with a 'restart' that tells every viewer to drop its text,
 -- then the whole text so far. The attempt owns the generation again (status, claim, lease) as before the loss.
--- KEYS: record, events, reasoning, content, leases, queued
+-- KEYS: record, events, reasoning, content, leases, queued, webhook outbox (unused), activity index
 -- ARGV: attempt, claim_token, highest_seq_written, lease_ttl_ms, reasoning, content, then (type, data) per event
 -- Returns the last seq, or -1 when another attempt owns the generation here, it ended, or its record is gone.
 local rec = KEYS[1]
@@ -17,6 +17,8 @@ for i = 7, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
 end
+-- the shard's activity index: a hub watching many streams reads only those that moved (shared/keys.py)
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'k', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[6])
 local t = redis.call('TIME')

@@ -85,7 +85,7 @@ class GenerationStore:
         self.redis = redis
         # A Redis Cluster: readers of several generations' streams read per shard (one slot per call).
         self.sharded = is_cluster(redis)
-        self.records = Records(redis, simulated=simulated, notify=notify)
+        self.records = Records(redis, batcher, simulated=simulated, notify=notify)
         self.streams = EventLog(redis, batcher)
         self.leases = Leases(redis, batcher)
         self.presence = Presence(redis)

@@ -144,7 +144,7 @@ class DurableStreams:
         ]
         for entry_id, data in entries:
             args += [entry_id, data]
-        outcome, tail, closed = await self._create(keys=keys.durable_keys(stream_id), args=args)
+        outcome, tail, closed = await self._create(keys=keys.durable_script_keys(stream_id), args=args)
         return cast(CreateOutcome, _text(outcome)), int(tail), _text(closed) == "1"
 
     async def append(
@@ -167,7 +167,7 @@ class DurableStreams:
             producer.seq if producer else 0,
             *entries,
         ]
-        outcome, tail, closed, a, b, *linked = await self._append(keys=keys.durable_keys(stream_id), args=args)
+        outcome, tail, closed, a, b, *linked = await self._append(keys=keys.durable_script_keys(stream_id), args=args)
         return AppendResult(
             cast(AppendOutcome, _text(outcome)),
             int(tail),

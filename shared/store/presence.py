@@ -3,6 +3,7 @@ that health checks and metrics read (Redis itself, the deployment counters, queu
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Sequence
@@ -11,7 +12,11 @@ from typing import cast
 from redis.asyncio import Redis
 
 from reasonq.shared import keys
+from reasonq.shared.scripts import load_script
 from reasonq.shared.stats import read_stats
+
+# Generations per call of the viewers script (each call runs in Redis at once: bounded).
+VIEWERS_CHUNK = 1_000
 
 
 class Presence:
@@ -23,20 +28,25 @@ class Presence:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._viewers = load_script(redis, "viewers")
 
     async def publish_viewers(self, counts: dict[str, int], process_id: str) -> None:
-        """Record how many viewers this API process has per generation (0 removes the entry)."""
+        """Record how many viewers this API process has per generation (0 removes the entry): one script call per
+        shard (``shared/lua/viewers.lua``), at most ``VIEWERS_CHUNK`` generations each."""
         if not counts:
             return
         expiry_ms = int(time.time() * 1000) + keys.VIEWERS_TTL_MS // 2
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for gid, count in counts.items():
-                if count > 0:
-                    pipe.hset(keys.viewers_key(gid), process_id, f"{count} {expiry_ms}")
-                    pipe.pexpire(keys.viewers_key(gid), keys.VIEWERS_TTL_MS)
-                else:
-                    pipe.hdel(keys.viewers_key(gid), process_id)
-            await pipe.execute()
+        calls = []
+        for group in keys.by_shard(list(counts.items())).values():
+            for i in range(0, len(group), VIEWERS_CHUNK):
+                chunk = group[i : i + VIEWERS_CHUNK]
+                calls.append(
+                    self._viewers(
+                        keys=[keys.viewers_key(gid) for gid, _ in chunk],
+                        args=[process_id, expiry_ms, keys.VIEWERS_TTL_MS, *(count for _, count in chunk)],
+                    )
+                )
+        await asyncio.gather(*calls)
 
     async def count_viewers(self, generation_id: str) -> int:
         """Viewers of a generation across every API process (entries of processes that stopped updating are

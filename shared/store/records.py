@@ -13,6 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from reasonq.shared import keys
+from reasonq.shared.batching import ScriptBatcher
 from reasonq.shared.events import DATA_FIELD, TERMINAL_STATUSES, TYPE_FIELD, DoneEvent, StatusEvent, encode_event
 from reasonq.shared.redis import is_cluster
 from reasonq.shared.schemas import GenerationCreate, GenerationPublic
@@ -42,11 +43,16 @@ class Records:
 
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
+        batcher: when given, a viewer's access read is pipelined with other callers' (a join storm over many
+            generations: issue 14).
         simulated: the deployment's model is the built-in simulator: each generation created is labelled so.
     """
 
-    def __init__(self, redis: Redis, *, simulated: bool = False, notify: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, batcher: ScriptBatcher | None = None, *, simulated: bool = False, notify: bool = False
+    ) -> None:
         self._redis = redis
+        self._batcher = batcher
         self._simulated = simulated
         self._notify = notify  # webhooks are configured: each end adds its event to the outbox (finish.lua)
         self._cancel = load_script(redis, "cancel")
@@ -157,12 +163,21 @@ class Records:
 
     async def access_of(self, generation_id: str) -> Access | None:
         """Owner, share epoch and integrity of a generation, ``None`` when unknown or expired (one round trip)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.record_key(generation_id), ["status", "owner", "share_epoch", "text_bytes"])
-            pipe.exists(keys.events_key(generation_id))
-            pipe.strlen(keys.reasoning_key(generation_id))
-            pipe.strlen(keys.content_key(generation_id))
-            (status, owner, epoch, text_bytes), events, reasoning_bytes, content_bytes = await pipe.execute()
+        commands = (
+            ("HMGET", keys.record_key(generation_id), "status", "owner", "share_epoch", "text_bytes"),
+            ("EXISTS", keys.events_key(generation_id)),
+            ("STRLEN", keys.reasoning_key(generation_id)),
+            ("STRLEN", keys.content_key(generation_id)),
+        )
+        if self._batcher is not None:
+            batcher = self._batcher
+            replies = await asyncio.gather(*(batcher.command(*c) for c in commands))
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute()
+        (status, owner, epoch, text_bytes), events, reasoning_bytes, content_bytes = replies
         if status is None:
             return None
         # Every generation has event 1 from its creation on, and an ended one knows its text's length: a missing

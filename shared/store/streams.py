@@ -37,7 +37,8 @@ class EventLog:
 
     Args:
         redis: an asyncio Redis client with ``decode_responses=False``.
-        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes.
+        batcher: when given, the hot-path writes (append, finish) are pipelined with other callers' writes, and
+            the reads viewers replay from with other callers' reads (a join storm over many generations: issue 14).
     """
 
     def __init__(self, redis: Redis, batcher: ScriptBatcher | None = None) -> None:
@@ -52,6 +53,11 @@ class EventLog:
             return await self._batcher.call(script, script_keys, args)
         return await script(keys=script_keys, args=args)
 
+    async def _read(self, *command: Any) -> Entries:
+        if self._batcher is not None:
+            return cast(Entries, await self._batcher.command(*command))
+        return cast(Entries, await self._redis.execute_command(*command))  # type: ignore[no-untyped-call]
+
     async def read(self, generation_id: str, after: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` events with ids strictly greater than ``after``."""
         return await self.read_key(keys.events_key(generation_id), after, count)
@@ -59,7 +65,7 @@ class EventLog:
     async def read_key(self, key: str, after: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` entries of the stream at ``key`` (a generation's events or a durable stream's data) with
         ids strictly greater than ``after``."""
-        entries = cast(Entries, await self._redis.xrange(key, min=f"({after}-0", max="+", count=count))
+        entries = await self._read("XRANGE", key, f"({after}-0", "+", "COUNT", count)
         return [parse_entry(entry_id, fields) for entry_id, fields in entries]
 
     async def tail(self, generation_id: str, count: int) -> list[StoredEvent]:
@@ -68,7 +74,7 @@ class EventLog:
 
     async def tail_key(self, key: str, count: int) -> list[StoredEvent]:
         """The newest ``count`` entries of the stream at ``key``, oldest first."""
-        entries = cast(Entries, await self._redis.xrevrange(key, count=count))
+        entries = await self._read("XREVRANGE", key, "+", "-", "COUNT", count)
         return [parse_entry(entry_id, fields) for entry_id, fields in reversed(entries)]
 
     async def append(self, generation_id: str, attempt: Fence, expected_seq: int, events: list[EventArgs]) -> int:
@@ -77,7 +83,7 @@ class EventLog:
         args: list[str | bytes | int] = [attempt.number, attempt.token, expected_seq]
         for event in events:
             args.extend(event)
-        return int(await self._run(self._append, keys.generation_keys(generation_id), args))
+        return int(await self._run(self._append, keys.append_keys(generation_id), args))
 
     async def finish(
         self,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from reasonq.api import hub_reader
 from reasonq.api.hub import Hub
 from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
@@ -67,8 +68,12 @@ async def collect(stream: AsyncIterator[bytes], delay_s: float = 0.0) -> list[in
 
 
 @pytest.fixture
-def with_hub(store_url: str) -> Callable[..., Any]:
-    def run(body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64) -> Any:
+def hub_runner(store_url: str) -> Callable[..., Any]:
+    """Runs ``body(hub, store)`` on a fresh hub over ``store_url``."""
+
+    def run(
+        body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64, activity_topics: int = 200
+    ) -> Any:
         async def main() -> Any:
             redis = create_redis(store_url, max_connections=8)
             store = GenerationStore(redis)
@@ -77,6 +82,7 @@ def with_hub(store_url: str) -> Callable[..., Any]:
                 store,
                 block_ms=2_000,
                 ring_events=ring_events,
+                activity_topics=activity_topics,
             )
             hub.start()
             try:
@@ -86,6 +92,18 @@ def with_hub(store_url: str) -> Callable[..., Any]:
                 await redis.aclose()
 
         return asyncio.run(main())
+
+    return run
+
+
+@pytest.fixture(params=["direct", "activity"])
+def with_hub(hub_runner: Callable[..., Any], request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``hub_runner``, each test twice: the reader XREADing every watched stream, and following the shards'
+    activity indexes (``api/hub_reader.py``; ``activity_topics`` 0: from the first topic on)."""
+    activity_topics = 200 if request.param == "direct" else 0
+
+    def run(body: Callable[[Hub, GenerationStore], Awaitable[Any]], ring_events: int = 64) -> Any:
+        return hub_runner(body, ring_events=ring_events, activity_topics=activity_topics)
 
     return run
 
@@ -210,3 +228,112 @@ def test_a_viewer_behind_the_ring_of_a_deleted_stream_ends_instead_of_spinning(w
         watching.cancel()
 
     with_hub(body, ring_events=4)
+
+
+async def _stop(tasks: list[asyncio.Task[list[int]]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _watched(
+    hub: Hub, store: GenerationStore, n: int, shard: int = 0
+) -> tuple[list[Producer], list[asyncio.Task[list[int]]]]:
+    """``n`` live generations of one shard (one reader, also on a Cluster), a viewer each."""
+    producers = [Producer(store) for _ in range(n)]
+    for i, p in enumerate(producers):
+        while keys.shard_of(p.gid) != shard:
+            p.gid = f"gen_hub_{time.monotonic_ns()}_{i}"
+    for p in producers:
+        await p.start()
+    viewers = [asyncio.create_task(collect(hub.follow(p.gid, 0))) for p in producers]
+    while hub.viewer_count < n:
+        await asyncio.sleep(0.01)
+    return producers, viewers
+
+
+def test_many_generations_interleaved_through_the_activity_index(hub_runner: Any) -> None:
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producers, viewers = await _watched(hub, store, 12)
+        more = [asyncio.create_task(collect(hub.follow(p.gid, 0))) for p in producers]
+        while hub.viewer_count < 24:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(p.emit(40) for p in producers))
+        await asyncio.gather(*(p.finish() for p in producers))
+        results = await asyncio.gather(*viewers, *more)
+        assert results == [list(range(1, p.seq + 1)) for p in producers * 2]
+        assert hub.stats.activity_reads > 0 and hub.stats.sweeps >= 1
+
+    hub_runner(body, activity_topics=4)
+
+
+def test_a_generation_written_while_its_topic_opens_misses_nothing(
+    hub_runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the activity mode must close: events written after the new topic's tail was read and before it was
+    registered, their activity entries consumed by the reader meanwhile (so no later entry names them)."""
+    monkeypatch.setattr(hub_reader, "SWEEP_S", 60.0)  # no periodic sweep to hide a miss
+
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        _, others = await _watched(hub, store, 3)  # the reader follows the activity index
+        late = Producer(store)
+        while keys.shard_of(late.gid) != 0:  # the shard whose reader follows the index
+            late.gid = f"gen_hub_{time.monotonic_ns()}"
+        await late.start()
+        tail_key = store.streams.tail_key
+
+        async def tail_then_write(key: str, count: int) -> Any:
+            tail = await tail_key(key, count)
+            await late.emit(3)
+            await late.finish()
+            await asyncio.sleep(0.3)  # the reader reads those activity entries before the topic is registered
+            return tail
+
+        store.streams.tail_key = tail_then_write  # type: ignore[method-assign]
+        reads = hub.stats.activity_reads
+        ids = await asyncio.wait_for(collect(hub.follow(late.gid, 0)), 10)
+        assert ids == list(range(1, late.seq + 1))
+        assert hub.stats.activity_reads > reads
+        await _stop(others)
+
+    hub_runner(body, activity_topics=0)
+
+
+def test_a_stream_that_moved_more_than_one_read_takes_is_read_to_its_end(
+    hub_runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_reader, "XREAD_COUNT", 5)
+    monkeypatch.setattr(hub_reader, "SWEEP_S", 60.0)
+
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producers, viewers = await _watched(hub, store, 3)
+        await producers[0].emit(60)  # one activity entry per write; 12 reads' worth of entries
+        await producers[0].finish()
+        assert await asyncio.wait_for(viewers[0], 10) == list(range(1, producers[0].seq + 1))
+        await _stop(viewers[1:])
+
+    hub_runner(body, activity_topics=0)
+
+
+def test_a_write_the_activity_index_never_saw_is_read_by_the_sweep(
+    hub_runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bound on any activity lost (a failover to a replica that had not received it): every live topic is read
+    directly every SWEEP_S."""
+    monkeypatch.setattr(hub_reader, "SWEEP_S", 0.3)
+
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producers, viewers = await _watched(hub, store, 3)
+        producer = producers[0]
+        await producer.emit(2)
+        while hub._topics[producer.gid].cursor < producer.seq:  # read through the index: nothing left to read
+            await asyncio.sleep(0.01)
+        _, done = event_args(DoneEvent(status="completed", finish_reason="stop"))[:2]
+        # written around the scripts: no activity entry names it
+        await store.redis.xadd(keys.events_key(producer.gid), {"t": "done", "d": done}, id=f"{producer.seq + 1}-0")
+        sweeps = hub.stats.sweeps
+        assert await asyncio.wait_for(viewers[0], 5) == list(range(1, producer.seq + 2))
+        assert hub.stats.sweeps > sweeps
+        await _stop(viewers[1:])
+
+    hub_runner(body, activity_topics=0)
