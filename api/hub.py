@@ -359,4 +359,8 @@ class Hub:
         if reader.wake_sent:
             return  # one wake per round of the reader: 10,000 topics opening at once are not 10,000 writes
         reader.wake_sent = True
-        await self._store.streams.wake(reader.wake_key)
+        try:
+            await self._store.streams.wake(reader.wake_key)
+        except BaseException:
+            reader.wake_sent = False  # not sent: the next topic tries again
+            raise

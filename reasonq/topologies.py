@@ -4,6 +4,7 @@ every process is stopped by its own pid."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -24,15 +25,18 @@ def cluster_port(taken: set[int] | None = None) -> int:
     taken = taken if taken is not None else set()
     while True:
         port = free_port()
-        if port <= MAX_CLUSTER_PORT and not {port, port + 10_000} & taken:
-            try:
-                import socket
+        if port <= MAX_CLUSTER_PORT and not {port, port + 10_000} & taken and port_free(port + 10_000):
+            return port
 
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + 10_000))
-                return port
-            except OSError:
-                continue
+
+def port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _client(port: int) -> redis.Redis:
