@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -163,9 +163,7 @@ class Reader:
             backoff.reset()
 
     async def _direct_round(self, client: Redis, live: list[Topic]) -> None:
-        streams: dict[Any, Any] = {self.wake_key: self.wake_cursor}
-        for topic in live:
-            streams[topic.key] = f"{topic.cursor}-0"
+        streams = {self.wake_key.encode(): self.wake_cursor, **self._positions(t.key for t in live)}
         reply = await client.xread(streams, count=XREAD_COUNT, block=self.block_ms)
         self.stats.xreads += 1
         self._publish(cast(list[tuple[bytes, Entries]], reply or []))
@@ -184,37 +182,36 @@ class Reader:
             self.sweep_at = loop.time() + SWEEP_S
             self.stats.sweeps += 1
             self.sweeping, self.sweep_pos = list(self.topics), 0
-        if self.dirty or self.sweep_pos < len(self.sweeping):
-            chunk = self.sweeping[self.sweep_pos : self.sweep_pos + SWEEP_CHUNK]
-            self.sweep_pos += len(chunk)
-            taken, self.dirty = self.dirty.union(chunk), set()
-            await self._read_now(client, [t for k in taken if (t := self.topics.get(k)) and not t.finished])
         streams: dict[Any, Any] = {self.wake_key: self.wake_cursor, **self.activity}
-        # Not blocking while topics are still to be read directly (more entries than one read takes; the sweep).
+        # Not blocking while topics wait to be read directly (they joined, had more entries than one read takes, or
+        # the sweep has more to read).
         pending = self.dirty or self.sweep_pos < len(self.sweeping)
         block = None if pending else max(1, min(self.block_ms, int((self.sweep_at - loop.time()) * 1000)))
         reply = cast(list[tuple[bytes, Entries]], await client.xread(streams, count=ACTIVITY_COUNT, block=block) or [])
         self.stats.xreads += 1
         self.stats.activity_reads += 1
+        # One read after the index's: the streams that moved, those waiting to be read directly, the sweep's next.
+        to_read, self.dirty = self.dirty, set()
         wake_key = self.wake_key.encode()
-        moved: set[bytes] = set()
         for stream, entries in reply:
             if stream == wake_key:
                 self.wake_cursor = entries[-1][0].decode()
                 continue
             self.activity[stream] = entries[-1][0].decode()
-            moved.update(fields[b"k"] for _, fields in entries)
+            to_read.update(fields[b"k"] for _, fields in entries)
             if len(entries) >= ACTIVITY_COUNT:
                 self.sweep_at = 0.0  # far behind: entries may have been trimmed before this read
-        targets = [t for k in moved if (t := self.topics.get(k)) is not None and not t.finished]
-        if targets:
-            await self._read_now(client, targets)
+        chunk = self.sweeping[self.sweep_pos : self.sweep_pos + SWEEP_CHUNK]
+        self.sweep_pos += len(chunk)
+        to_read.update(chunk)
+        streams = self._positions(to_read)
+        if streams:
+            reply = cast(list[tuple[bytes, Entries]], await client.xread(streams, count=XREAD_COUNT) or [])
+            self._publish(reply)
 
-    async def _read_now(self, client: Redis, topics: list[Topic]) -> None:
-        if topics:
-            streams = {topic.key: f"{topic.cursor}-0" for topic in topics}
-            reply = await client.xread(streams, count=XREAD_COUNT)  # type: ignore[arg-type]
-            self._publish(cast(list[tuple[bytes, Entries]], reply or []))
+    def _positions(self, stream_keys: Iterable[bytes]) -> dict[Any, Any]:
+        """XREAD positions of the live topics among ``stream_keys``."""
+        return {k: f"{t.cursor}-0" for k in stream_keys if (t := self.topics.get(k)) is not None and not t.finished}
 
     def _publish(self, reply: list[tuple[bytes, Entries]]) -> None:
         wake_key = self.wake_key.encode()

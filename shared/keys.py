@@ -120,6 +120,12 @@ def append_keys(generation_id: str) -> list[str]:
     return [*generation_keys(generation_id), activity_key(shard_of(generation_id))]
 
 
+def wait_keys(generation_id: str) -> list[str]:
+    """KEYS of the wait script: the generation's record and events, then its shard's queued and activity indexes."""
+    shard = shard_of(generation_id)
+    return [record_key(generation_id), events_key(generation_id), queued_key(shard), activity_key(shard)]
+
+
 def activity_key(shard: int) -> str:
     """Stream: one shard's activity index (issue 14). Every script that appends to a stream the hub follows (a
     generation's events, a durable stream's data) adds one entry here in the same call, ``k`` = that stream's key,

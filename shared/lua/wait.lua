@@ -1,7 +1,7 @@
 -- A queued generation waits for its provider's capacity: refresh its place in the queued index (so the sweep for
 -- lost task messages leaves it: its task is in a worker, waiting) and, the first time, tell its viewers why it
 -- has not started (a 'status queued' event with a reason).
--- KEYS: record, events, queued, activity index (shared/keys.py script_keys: the first two, then the sixth and eighth)
+-- KEYS: record, events, queued, activity index (shared/keys.py wait_keys)
 -- ARGV: generation_id, status event data (JSON), first ('1' to append the event)
 -- Returns 1 while it still waits to start, 0 once it was claimed elsewhere, cancelled, ended or expired.
 local st = redis.call('HMGET', KEYS[1], 'status', 'requeued', 'seq')

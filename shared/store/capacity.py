@@ -96,8 +96,5 @@ class ProviderCapacity:
         """Keep a waiting generation's place in the queued index and, when ``first``, append a ``status queued``
         event that says why it waits. Returns ``False`` once it no longer waits (claimed, cancelled, ended)."""
         _, data = encode_event(StatusEvent(status="queued", attempt=0, reason=reason))
-        record, events, _, _, _, queued, _, activity = keys.script_keys(generation_id)
-        reply = await self._wait(
-            keys=[record, events, queued, activity], args=[generation_id, data, "1" if first else "0"]
-        )
+        reply = await self._wait(keys=keys.wait_keys(generation_id), args=[generation_id, data, "1" if first else "0"])
         return bool(reply)

@@ -99,7 +99,7 @@ def test_every_script_that_appends_to_a_followed_stream_notes_it_capped_as_the_k
     gid, sid = "gen_x", "s" * 32
     where = {
         "append.lua": keys.append_keys(gid),
-        "wait.lua": [keys.record_key(gid), keys.events_key(gid), keys.queued_key(0), keys.activity_key(0)],
+        "wait.lua": keys.wait_keys(gid),
         "ds_append.lua": keys.durable_script_keys(sid),
         "ds_create.lua": keys.durable_script_keys(sid),
     }
