@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -30,6 +30,7 @@ from reasonq.api.topics import (
     EVENTS_VIEW,
     NATIVE_SSE,
     BytesView,
+    DirectWrite,
     Format,
     HubUnavailable,
     StreamRef,
@@ -60,6 +61,32 @@ VIEWERS_CHANGE_S = 0.25
 RETRY_FRAME = b"retry: 1000\n\n"
 # Ends a native stream whose source went away (Redis unreachable, this server shutting down): reconnect in 1 s.
 REDIS_GONE_FRAME = b"retry: 1000\n: event source unavailable; reconnect with Last-Event-ID\n\n"
+
+
+class Following:
+    """A viewer's bytes from ``Hub.follow``: an async iterator, which its response may hand a direct write to the
+    viewer's connection (``direct``); while the viewer is live the hub's reader then writes its chunks itself."""
+
+    __slots__ = ("frames", "write")
+
+    def __init__(self) -> None:
+        self.frames: AsyncGenerator[bytes, None] | None = None
+        self.write: DirectWrite | None = None
+
+    def direct(self, write: DirectWrite) -> None:
+        """Let the hub write this viewer's chunks with ``write`` while nothing else sends on its connection."""
+        self.write = write
+
+    def __aiter__(self) -> Following:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        assert self.frames is not None
+        return self.frames.__anext__()
+
+    async def aclose(self) -> None:
+        if self.frames is not None:
+            await self.frames.aclose()
 
 
 @dataclass
@@ -201,15 +228,23 @@ class Hub:
             with contextlib.suppress(RedisError, OSError):
                 await self._store.streams.drop_wake(reader.wake_key)
 
-    async def follow(self, generation_id: str, after: int, fmt: Format = NATIVE_SSE) -> AsyncIterator[bytes]:
+    def follow(self, generation_id: str, after: int, fmt: Format = NATIVE_SSE) -> Following:
         """Every event after ``after`` in ``fmt``, replayed from Redis then live, ending with ``done``.
 
-        If Redis becomes unreachable the iterator yields a ``retry`` hint and ends, so the client resumes.
+        If Redis becomes unreachable the iterator yields a ``retry`` hint and ends, so the client resumes. A response
+        that can write to its connection directly hands the iterator that write (``Following.direct``).
         """
+        following = Following()
+        following.frames = self._follow_bytes(generation_id, after, fmt, following)
+        return following
+
+    async def _follow_bytes(
+        self, generation_id: str, after: int, fmt: Format, following: Following
+    ) -> AsyncGenerator[bytes, None]:
         self._watch(generation_id, 1)
         try:
             yield RETRY_FRAME
-            async for chunk in self._follow(generation_ref(generation_id), after, BytesView(fmt)):
+            async for chunk in self._follow(generation_ref(generation_id), after, BytesView(fmt), following):
                 yield chunk
         except (RedisError, OSError, HubUnavailable) as e:
             metrics.REDIS_ERRORS.labels("hub").inc()
@@ -238,7 +273,9 @@ class Hub:
         async for events in self._follow(ref, after, EVENTS_VIEW):
             yield events
 
-    async def _follow(self, ref: StreamRef, after: int, view: View[T]) -> AsyncIterator[T]:
+    async def _follow(
+        self, ref: StreamRef, after: int, view: View[T], following: Following | None = None
+    ) -> AsyncIterator[T]:
         topic_id = ref.topic_id
         cursor = after
         count = CATCHUP_FIRST_COUNT
@@ -295,7 +332,10 @@ class Hub:
                     continue
                 if topic.finished:
                     return  # the resume point was at or past the last event of a finished generation
-                await topic.wait()
+                if following is not None and following.write is not None and isinstance(view, BytesView):
+                    cursor = await topic.park(cursor, view.fmt, following.write)  # live: the reader writes for it
+                else:
+                    await topic.wait()
         finally:
             self._unsubscribe(topic)
 

@@ -83,6 +83,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 # a blank page with no internet (issue 11).
 app = FastAPIOffline(title="reasonq", version=version("reasonq"), lifespan=lifespan, favicon_url="/favicon.ico")
 install_error_handlers(app)
+# No middleware here may change a response's body: the hub writes live viewers' chunks past them (api/protocol.py,
+# tests/api/test_direct_writes.py holds the list).
 app.add_middleware(RequestLimitMiddleware, settings=get_settings())
 app.include_router(health.router)
 app.include_router(generations.router)

@@ -22,6 +22,11 @@ VIEWERS = Gauge("reasonq_viewers", "Event-stream viewers connected to this API p
 EVENTS_FANNED_OUT = Counter(
     "reasonq_events_fanned_out", "Event frames sent to viewers by this API process", registry=REGISTRY
 )
+DIRECT_WRITES = Counter(
+    "reasonq_direct_writes",
+    "Event chunks the hub wrote straight to a sleeping viewer's connection (the rest went through the viewer's task)",
+    registry=REGISTRY,
+)
 CATCHUPS = Counter(
     "reasonq_slow_viewer_catchups", "Times a viewer fell behind the ring and re-read from Redis", registry=REGISTRY
 )

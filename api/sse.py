@@ -9,7 +9,8 @@ The streams here need less: the frames are encoded upstream (``api/topics.py``, 
 hub ends every stream on shutdown (``Hub.drain``, with a ``retry`` hint), and there is no send timeout (a slow
 viewer falls behind the ring and catches up from Redis). So a stream is the request's own task plus one watcher,
 which sends a keep-alive comment when the stream has been quiet for ``ping_s`` and ends the stream when the
-client disconnects.
+client disconnects. Content that can take it (``Hub.follow``'s) is handed the server's direct write to the
+connection (``api/protocol.py``): while a viewer is live the hub writes its chunks without waking its task.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from reasonq.api.protocol import DIRECT_BODY
 
 # A comment line: EventSource and every SSE parser ignore it; proxies see bytes and keep the connection open.
 PING_FRAME = b": keep-alive\n\n"
@@ -78,17 +81,34 @@ class StreamResponse(Response):
             if scope.get("method") == "HEAD":  # headers only: a stream on HEAD would never end (sse-starlette #218)
                 await send(_END)
                 return
-            await self._stream(receive, send)
+            await self._stream(scope, receive, send)
         finally:
             aclose = getattr(self._content, "aclose", None)
             if aclose is not None:
                 await aclose()  # a no-op when the iterator ended; else its ``finally`` (a viewer leaving) runs now
 
-    async def _stream(self, receive: Receive, send: Send) -> None:
+    def _offer_direct(self, scope: Scope, state: _Stream, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand content that can take it (``Hub.follow``'s) the server's direct write to this connection
+        (``api/protocol.py``), which also counts as sending for the keep-alive timer."""
+        direct = getattr(self._content, "direct", None)
+        body = scope.get("extensions", {}).get(DIRECT_BODY)
+        if direct is None or body is None:
+            return  # another server (tests' ASGI transport, plain uvicorn), or content of another kind
+
+        def write(framed: bytes) -> bool:
+            if not body.write(framed):
+                return False
+            state.sent_at = loop.time()
+            return True
+
+        direct(write)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         state = _Stream(loop.time())
+        self._offer_direct(scope, state, loop)
         watcher = loop.create_task(self._watch(receive, send, task, state))
         try:
             async for chunk in self._content:

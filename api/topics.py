@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from reasonq.api import metrics
+from reasonq.api.protocol import chunked
 from reasonq.shared import keys
 from reasonq.shared.errors import ReasonqError
 from reasonq.shared.events import StoredEvent, to_sse
@@ -57,6 +58,21 @@ def generation_ref(generation_id: str) -> StreamRef:
     return StreamRef(generation_id, keys.events_key(generation_id), keys.shard_of(generation_id))
 
 
+# Writes one framed chunk (``api/protocol.py`` ``chunked``) to a viewer's connection now, or says it cannot.
+DirectWrite = Callable[[bytes], bool]
+
+
+@dataclass(eq=False, slots=True)
+class Parked:
+    """A viewer asleep at the topic's cursor whose bytes the reader writes straight to its connection
+    (``Topic.park``): ``cursor`` moves as they are written, ``woken`` is resolved when the viewer must run."""
+
+    cursor: int
+    fmt: Format
+    write: DirectWrite
+    woken: asyncio.Future[None]
+
+
 @dataclass(eq=False)
 class Topic:
     """One watched generation: the reader's cursor and a ring of the most recent events."""
@@ -76,6 +92,7 @@ class Topic:
     # last chunk joined for a viewer (its cursor, the topic's cursor then, the bytes, the id of their last event).
     _encoded: dict[str, list[bytes]] = field(default_factory=dict)
     _joined: dict[str, tuple[int, int, bytes, int]] = field(default_factory=dict)
+    _parked: set[Parked] = field(default_factory=set)
 
     def publish(self, events: list[StoredEvent], ring_events: int) -> None:
         """Append events (ids after the cursor) and wake every viewer.
@@ -107,15 +124,68 @@ class Topic:
                 del encoded[:drop]  # shorter than ``drop`` (not yet encoded that far) leaves it empty and aligned
             self.first_seq += drop
         self._wake()
+        if self._parked:
+            self._write_parked()
 
     def fail(self, error: BaseException) -> None:
         """Wake every viewer with an error."""
         self.error = error
         self._wake()
+        for parked in self._parked:
+            self._unpark(parked)
+        self._parked.clear()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    @staticmethod
+    def _unpark(parked: Parked) -> None:
+        if not parked.woken.done():
+            parked.woken.set_result(None)
+
+    def _write_parked(self) -> None:
+        """Write what was just published to every parked viewer it reaches in one chunk, framed once per format
+        and starting point; wake the others (the end of the stream, a viewer whose socket is full, a cursor the
+        ring no longer reaches) to take it on their own path."""
+        framed: dict[tuple[str, int], bytes | None] = {}
+        woken: list[Parked] = []
+        written = 0
+        for parked in self._parked:
+            point = (parked.fmt.name, parked.cursor)
+            if point in framed:
+                chunk = framed[point]
+            else:
+                taken = None if self.finished else self.chunk_after(parked.cursor, parked.fmt)
+                reaches = taken is not None and taken[0] and taken[1] == self.cursor  # all of it, in one chunk
+                chunk = framed[point] = chunked(taken[0]) if reaches and taken is not None else None
+            if chunk is not None and parked.write(chunk):
+                parked.cursor = self.cursor
+                written += 1
+            else:
+                woken.append(parked)
+        for parked in woken:
+            self._parked.discard(parked)
+            self._unpark(parked)
+        metrics.DIRECT_WRITES.inc(written)
+
+    async def park(self, cursor: int, fmt: Format, write: DirectWrite) -> int:
+        """Sleep at ``cursor`` (the topic's own) while the reader writes each new chunk in ``fmt`` with ``write``;
+        return the cursor reached when the viewer must run again (``HubUnavailable`` when the reader failed).
+
+        The viewer's task stays asleep while events flow: no wake-up, no frames resumed, no ``send`` per event.
+        """
+        if self.error is not None:
+            raise HubUnavailable(str(self.error))
+        parked = Parked(cursor, fmt, write, asyncio.get_running_loop().create_future())
+        self._parked.add(parked)
+        try:
+            await parked.woken
+        finally:
+            self._parked.discard(parked)
+        if self.error is not None:
+            raise HubUnavailable(str(self.error))
+        return parked.cursor
 
     def _span(self, cursor: int) -> tuple[int, int] | None:
         """Ring indexes ``[begin, end)`` of the events after ``cursor``, at most ``CHUNK_BYTES`` of data (at least
@@ -180,6 +250,10 @@ class View(Generic[T]):
 class BytesView(View[bytes]):
     def __init__(self, fmt: Format) -> None:
         self._fmt = fmt
+
+    @property
+    def fmt(self) -> Format:
+        return self._fmt
 
     def ring(self, topic: Topic, cursor: int) -> tuple[bytes, int] | None:
         return topic.chunk_after(cursor, self._fmt)
