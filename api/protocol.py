@@ -59,7 +59,10 @@ class DirectBody:
             or cycle.transport.is_closing()
         ):
             return False
-        cycle.transport.write(framed)
+        try:
+            cycle.transport.write(framed)
+        except (OSError, RuntimeError):  # a transport closed under it: the caller's own send finds the client gone
+            return False
         return True
 
 

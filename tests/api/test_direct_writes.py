@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reasonq.api.protocol import chunked
+from reasonq.api.protocol import DirectBody, chunked
 from reasonq.api.topics import NATIVE_SSE, HubUnavailable, Topic
 from reasonq.shared.events import StoredEvent, to_sse
 from tests.conftest import Cluster
@@ -122,6 +122,57 @@ def test_a_jump_in_ids_or_a_chunk_past_its_size_wakes_the_viewer_rather_than_wri
         assert await task == 9 and connection.written == []
 
     asyncio.run(main())
+
+
+class _Transport:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Flow:
+    write_paused = False
+
+
+class _Cycle:
+    """The fields of uvicorn's RequestResponseCycle that DirectBody reads."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self.transport, self.flow = transport, _Flow()
+        self.disconnected = False
+        self.response_started = True
+        self.response_complete = False
+        self.chunked_encoding = True
+
+
+def test_the_direct_write_refuses_whenever_a_send_would_wait_or_fail() -> None:
+    transport = _Transport()
+    cycle = _Cycle(transport)
+    body = DirectBody(cycle)  # type: ignore[arg-type]
+    assert body.write(b"a") and transport.written == [b"a"]
+    for field, value in (
+        ("response_started", False),
+        ("response_complete", True),
+        ("chunked_encoding", False),
+        ("disconnected", True),
+    ):
+        setattr(cycle, field, value)
+        assert not body.write(b"b"), field
+        setattr(cycle, field, not value)
+    cycle.flow.write_paused = True  # past the high-water mark: the viewer's own send waits for the drain
+    assert not body.write(b"b")
+    cycle.flow.write_paused = False
+    cycle.transport = _Transport(RuntimeError("closed"))  # never an error into the hub's reader
+    assert not body.write(b"b")
+    assert transport.written == [b"a"]
 
 
 def test_no_middleware_that_could_change_a_body_sits_between_the_app_and_the_direct_write() -> None:
