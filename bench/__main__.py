@@ -209,6 +209,11 @@ def _joinstorm(smoke: bool) -> dict[str, Any]:
             f"  {side:<14}{r['connected']:>10}{sum(r['failed'].values()):>8}{r['connect_s']:>10}"
             f"{r['connect_p50_ms']:>8}{r['connect_p99_ms']:>8}{r['every_event_once']:>13}"
         )
+    print("  where a viewer's connect time went, p50 / p99 ms (tcp: accepted; headers: status line; first event; the")
+    print("  bare server sends its first event only when the model's stall ends):")
+    for side in ("reasonq", "bare_server"):
+        split = result[side]["split_ms"]
+        print(f"  {side:<14}" + "".join(f"{phase} {v[0]} / {v[1]}   " for phase, v in split.items() if v))
     return result
 
 

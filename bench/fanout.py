@@ -122,7 +122,7 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
     problems: list[str] = []
     for _, out in procs:
         for line in out.read_text().splitlines():
-            ids, times, *rest = json.loads(line)  # rest: [error], or [connected_at, HTTP status]
+            ids, times, *rest = json.loads(line)  # rest: [error], or [connected_at, HTTP status, opened_at]
             err = rest[0] if len(rest) == 1 else f"HTTP {rest[1]}"
             if ids == expected:
                 complete += 1

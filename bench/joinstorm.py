@@ -4,7 +4,10 @@ generator's and the kernel's floor on this machine.
 
 Reported per side: the time from the first connect to the last response's status line (``connect_s``), each
 viewer's own connect latency (p50 / p99), refused or failed viewers, whether every viewer got every event
-exactly once and in order, and the API's CPU and RSS.
+exactly once and in order, and the API's CPU and RSS. The connect time is split (p50 / p99 of each viewer's own
+phases, ms): ``tcp`` from the storm's start to its connection being open (the listen backlog and the server's
+accept loop), ``headers`` from then to its status line (the request's routing, access check, record read and
+response start), ``first_event`` from then to its first event (the replay or the ring, the hub's registration).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def _storm(port: int, path: str, n: int, tmp: Path, watch_pid: int | None) -> di
     wall = time.monotonic() - t0
     started = min(float(Path(str(out) + ".start").read_text()) for _, out in procs)
     connected: list[float] = []
+    phases: dict[str, list[float]] = {"tcp": [], "headers": [], "first_event": []}
     sequences: list[list[int]] = []
     failed: dict[str, int] = {}
     for _, out in procs:
@@ -43,11 +47,15 @@ def _storm(port: int, path: str, n: int, tmp: Path, watch_pid: int | None) -> di
             if len(row) == 3:  # [[], [], error]
                 failed[row[2][:60]] = failed.get(row[2][:60], 0) + 1
                 continue
-            ids, _times, connected_at, status = row
+            ids, times, connected_at, status, opened_at = row
             if status != 200:
                 failed[f"HTTP {status}"] = failed.get(f"HTTP {status}", 0) + 1
                 continue
             connected.append(connected_at - started)
+            phases["tcp"].append(opened_at - started)
+            phases["headers"].append(connected_at - opened_at)
+            if times:
+                phases["first_event"].append(times[0] - connected_at)
             sequences.append(ids)
     last = max((ids[-1] for ids in sequences if ids), default=0)
     result: dict[str, Any] = {
@@ -57,6 +65,10 @@ def _storm(port: int, path: str, n: int, tmp: Path, watch_pid: int | None) -> di
         "connect_p50_ms": round(_percentile(connected, 0.5) * 1000) if connected else None,
         "connect_p99_ms": round(_percentile(connected, 0.99) * 1000) if connected else None,
         "every_event_once": sum(ids == list(range(1, last + 1)) for ids in sequences),
+        "split_ms": {
+            phase: [round(_percentile(values, q) * 1000) for q in (0.5, 0.99)] if values else None
+            for phase, values in phases.items()
+        },
     }
     if watch_pid:
         result |= {"api_cpu_share": round((_cpu_s(watch_pid) - cpu0) / wall, 2), "api_rss_mib": round(peak_rss / 1024)}

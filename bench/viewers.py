@@ -3,9 +3,9 @@
 PATH may be ``@FILE``: one path per line, viewer i follows line ``i % lines`` (many generations at once).
 Opens N connections with raw asyncio streams (no HTTP library: the load generator must not be what is
 measured), reads each event stream to ``done``, and writes every event's arrival time (``time.time()``) per
-viewer to OUT as JSON lines of ``[ids, times, connected_at, status]`` (when its status line arrived, and the HTTP
-status), or ``[[], [], error]``. With ``--slow`` each viewer reads 256 bytes at a time with a
-pause between reads: a deliberately slow client.
+viewer to OUT as JSON lines of ``[ids, times, connected_at, status, opened_at]`` (when its status line arrived,
+the HTTP status, when its TCP connection was open), or ``[[], [], error]``. With ``--slow`` each viewer reads 256
+bytes at a time with a pause between reads: a deliberately slow client.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.
 
 async def _view(
     host: str, port: int, path: str, slow: bool, start: asyncio.Event, first: list[int]
-) -> tuple[list[int], list[float], float, int]:
+) -> tuple[list[int], list[float], float, int, float]:
     await start.wait()
     reader, writer = await _connect(host, port)
+    opened_at = time.time()
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
     ids: list[int] = []
     times = array.array("d")
@@ -58,7 +59,7 @@ async def _view(
         if slow:
             await asyncio.sleep(0.02)
     writer.close()
-    return ids, list(times), connected_at, status
+    return ids, list(times), connected_at, status, opened_at
 
 
 async def main(host: str, port: int, path: str, n: int, out: str, slow: bool) -> None:
@@ -70,7 +71,7 @@ async def main(host: str, port: int, path: str, n: int, out: str, slow: bool) ->
         f.write(str(time.time()))
     start.set()
 
-    def failed(task: asyncio.Task[tuple[list[int], list[float], float, int]]) -> bool:
+    def failed(task: asyncio.Task[tuple[list[int], list[float], float, int, float]]) -> bool:
         return task.done() and (task.exception() is not None or not task.result()[0])
 
     async def report_ready() -> None:  # every viewer of this process has its first event (or failed): it is live
