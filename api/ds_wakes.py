@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 import secrets
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import orjson
 from redis.exceptions import RedisError
 
 from reasonq.api.ds_signing import WebhookSigner
-from reasonq.api.ds_subscriptions_schema import is_public_address
+from reasonq.api.ds_webhook_http import webhook_client
 from reasonq.api.durable_protocol import JSON_TYPE, format_offset
 from reasonq.shared import keys
 from reasonq.shared.store import GenerationStore
@@ -69,10 +68,6 @@ def retry_delay_ms(retries: int) -> int:
     return int(base * random.uniform(0.8, 1.2))
 
 
-class DeliveryRefused(Exception):
-    """The webhook's host resolves to an address webhooks may not go to."""
-
-
 class Waker:
     """Issues and delivers this deployment's subscription wakes (one per API process)."""
 
@@ -87,7 +82,7 @@ class Waker:
         self._http: httpx.AsyncClient | None = None
 
     def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False, trust_env=False)
+        self._http = webhook_client(timeout_s=self._timeout_s, loopback=self.loopback)
         self._task = asyncio.create_task(self._run(), name="ds-waker")
 
     async def stop(self) -> None:
@@ -236,14 +231,13 @@ class Waker:
         headers = {"content-type": "application/json", "webhook-signature": self._signer.sign(body)}
         answer = b""
         try:
-            await self._check_host(url)
             async with self._http.stream("POST", url, content=body, headers=headers) as response:
                 ok = 200 <= response.status_code < 300
                 async for chunk in response.aiter_bytes():
                     answer += chunk
                     if len(answer) > _RESPONSE_BYTES:
                         break
-        except (httpx.HTTPError, OSError, DeliveryRefused) as e:
+        except (httpx.HTTPError, OSError) as e:
             # the class only: an error's text can carry the URL, and with it a token in its query
             logger.warning("subscription %s: webhook delivery failed (%s)", client_id, type(e).__name__)
             ok = False
@@ -258,15 +252,3 @@ class Waker:
         if done:  # the protocol's synchronous done: ack what this wake showed, end it
             acks = [(p, entry, entry) for p, entry in snapshot.items()]
             await self._subs.settle(sub.sub_id, "auto", ("", ""), "", sub.wake_id, True, acks)
-
-    async def _check_host(self, url: str) -> None:
-        """A named host must resolve to public addresses only (the loopback exception aside): a name that points
-        inside the network is refused at delivery, whenever it starts doing so."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if self.loopback and (host == "localhost" or host.startswith("127.")):
-            return
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
-        for info in infos:
-            if not is_public_address(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])):
-                raise DeliveryRefused(host)
