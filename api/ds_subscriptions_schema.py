@@ -114,7 +114,8 @@ class ClaimIn(BaseModel):
     worker: str = Field(min_length=1, max_length=256)
 
 
-def _is_local_dev_host(host: str) -> bool:
+def is_local_dev_host(host: str) -> bool:
+    """The protocol's development exception: ``localhost`` or ``127.0.0.x``."""
     if host == "localhost":
         return True
     try:
@@ -145,7 +146,7 @@ def webhook_url_problem(url: str, *, loopback: bool) -> str | None:
     if parts.username or parts.password:
         return "webhook.url: credentials in the URL are not accepted"
     if parts.scheme == "http":
-        if _is_local_dev_host(host):
+        if is_local_dev_host(host):
             return None if loopback else "webhook.url: loopback webhooks are turned off here (https only)"
         return "webhook.url: http is only accepted for localhost or 127.0.0.x; use https"
     if parts.scheme != "https":

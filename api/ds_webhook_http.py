@@ -20,7 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from reasonq.api.ds_subscriptions_schema import is_public_address
+from reasonq.api.ds_subscriptions_schema import is_local_dev_host, is_public_address
 
 # getaddrinfo's shape: (host, port) -> [(family, type, proto, canonname, sockaddr), ...]
 Resolve = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
@@ -34,10 +34,6 @@ async def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
     return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
-def _loopback_name(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.")
-
-
 class CheckedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, connecting only to checked addresses (see the module's docstring)."""
 
@@ -47,7 +43,7 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         self._resolve = resolve
 
     def _allowed(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if self._loopback and _loopback_name(host.lower()):
+        if self._loopback and is_local_dev_host(host.lower()):
             return address.is_loopback
         return is_public_address(address)
 

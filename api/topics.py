@@ -157,8 +157,10 @@ class Topic:
                 chunk = framed[point]
             else:
                 taken = None if self.finished else self.chunk_after(parked.cursor, parked.fmt)
-                reaches = taken is not None and taken[0] and taken[1] == self.cursor  # all of it, in one chunk
-                chunk = framed[point] = chunked(taken[0]) if reaches and taken is not None else None
+                chunk = None
+                if taken is not None and taken[0] and taken[1] == self.cursor:  # all of it, in one chunk
+                    chunk = chunked(taken[0])
+                framed[point] = chunk
             if chunk is not None and parked.write(chunk):
                 parked.cursor = self.cursor
                 written += 1
