@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    apiprocs,
     batch,
     burst,
     concurrency,
@@ -41,6 +42,7 @@ SCENARIOS = (
     "providers",
     "webhooks",
     "manystreams",
+    "apiprocs",
 )
 
 
@@ -240,6 +242,26 @@ def _webhooks(smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _apiprocs(smoke: bool) -> dict[str, Any]:
+    result = apiprocs.run(base=50, tokens=60) if smoke else apiprocs.run()
+    print(
+        f"API processes: one generation at 50 tokens/s; target: 2 processes x{result['factor']} the viewers of one"
+        f" within its p99 ({result['p99_bar_ms']} ms) on {result['cpus']} cores: "
+        f"{'met' if result['target_met'] else 'not met'}"
+    )
+    print(
+        f"  {'processes':>10}{'viewers':>9}{'all events':>12}{'lag p50':>9}{'p99':>8}{'API CPU':>9}{'loadgen CPU':>13}"
+        "  connections per process"
+    )
+    for r in result["rows"]:
+        print(
+            f"  {r['api_processes']:>10}{r['viewers']:>9}{r['viewers_with_every_event']:>12}{r['lag_p50_ms']:>9.1f}"
+            f"{r['lag_p99_ms']:>8.1f}{r['api_cpu_share']:>9.2f}{r['load_generator_cpu_share']:>13.2f}"
+            f"  {r['connections_per_process']}"
+        )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="one short run of each quick scenario (CI)")
@@ -267,6 +289,7 @@ def main() -> int:
         "providers": _providers,
         "webhooks": _webhooks,
         "manystreams": _manystreams,
+        "apiprocs": _apiprocs,
     }
     for name in chosen:
         report[name] = runners[name](args.smoke)

@@ -41,6 +41,32 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``reasonq api --workers N``: the supervisor and its API processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # exited meanwhile
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def tree_cpu_s(pids: list[int]) -> float:
+    return sum(_cpu_s(p) for p in pids)
+
+
+def tree_rss_kib(pids: list[int]) -> int:
+    return sum(_rss_kib(p) for p in pids)
+
+
 def _probe(redis_url: str, gid: str, out: dict[int, float], stop: threading.Event) -> None:
     target = parse_redis_url(redis_url)
     r: Any = (
@@ -81,10 +107,10 @@ def _percentile(values: list[float], q: float) -> float:
 def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict[str, Any]:
     """One generation watched by ``n`` viewers (plus one slow one when ``slow``)."""
     assert stack.redis is not None and stack.api is not None
-    api_pid = stack.api.pid
+    api_pids = tree(stack.api.pid)  # one process, or a supervisor and its API processes
     prompt = f"fanout {n} {time.monotonic_ns()} sim:reasoning_tokens={tokens // 2} sim:content_tokens={tokens // 2}"
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
-    rss0 = _rss_kib(api_pid)
+    rss0 = tree_rss_kib(api_pids)
     # The model "thinks" silently for connect_s before its first token, so every viewer is live by then; lag is
     # counted for the events after that.
     connect_s = 3 + n / 500
@@ -105,13 +131,13 @@ def run_one(stack: Stack, n: int, tokens: int = 400, slow: bool = False) -> dict
         out = tmp / "slow.jsonl"
         argv = [sys.executable, "-m", "bench.viewers", "127.0.0.1", str(stack.api_port), path, "1", str(out), "--slow"]
         slow_proc = (subprocess.Popen(argv), out)
-    cpu0, t0 = _cpu_s(api_pid), time.monotonic()
+    cpu0, t0 = tree_cpu_s(api_pids), time.monotonic()
     peak_rss = rss0
     while any(p.poll() is None for p, _ in procs):
-        peak_rss = max(peak_rss, _rss_kib(api_pid))
+        peak_rss = max(peak_rss, tree_rss_kib(api_pids))
         time.sleep(0.2)
     wall = time.monotonic() - t0
-    api_cpu = (_cpu_s(api_pid) - cpu0) / wall
+    api_cpu = (tree_cpu_s(api_pids) - cpu0) / wall
     stop.set()
     probe.join(5)
     expected = sorted(probe_times)

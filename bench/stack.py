@@ -27,6 +27,7 @@ class Stack:
         cluster_masters: records on a local Redis Cluster of this many masters (``replicas`` each) instead of one
             server; the Celery broker stays one plain server (kombu cannot use a Cluster).
         worker: start a worker (off for scenarios that write generations' events themselves).
+        api_workers: API processes on the port (``reasonq api --workers N``); ``api.pid`` is then their supervisor.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Stack:
         cluster_masters: int = 0,
         replicas: int = 0,
         worker: bool = True,
+        api_workers: int = 1,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="reasonq-bench-"))
         self.sim_tokens_per_s = sim_tokens_per_s
@@ -52,6 +54,7 @@ class Stack:
         self.cluster_masters = cluster_masters
         self.replicas = replicas
         self.with_worker = worker
+        self.api_workers = api_workers
         self.cluster: LocalCluster | None = None
         self.store_url = ""  # REASONQ_REDIS_URL: the one server's URL, or the Cluster's
 
@@ -115,7 +118,8 @@ class Stack:
 
     def start_api(self) -> ManagedProcess:
         """Start the API (again) on its port and wait until it answers."""
-        api = ManagedProcess("api", _reasonq("api", "--port", str(self.api_port)), self.env, self.dir / "api.log")
+        argv = _reasonq("api", "--port", str(self.api_port), "--workers", str(self.api_workers))
+        api = ManagedProcess("api", argv, self.env, self.dir / "api.log")
         self.procs.append(api.start())
         self.api = api
         wait_until(lambda: http_ok(f"{self.api_url}/healthz"), timeout_s=30, what="API", process=api)
