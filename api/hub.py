@@ -39,6 +39,7 @@ from reasonq.api.topics import (
     View,
     generation_ref,
 )
+from reasonq.api.viewer_counts import ViewerCounts
 from reasonq.shared import keys
 from reasonq.shared.events import StoredEvent
 from reasonq.shared.store import GenerationStore
@@ -50,12 +51,6 @@ logger = logging.getLogger(__name__)
 # CHUNK_BYTES; 16 events of a fast stream let 50 viewers that stopped reading at their first replay pin ~150 MiB.
 CATCHUP_COUNT = 256
 CATCHUP_FIRST_COUNT = 4
-# How often this process refreshes, in Redis, how many viewers it has per generation (the entries expire unless
-# refreshed).
-VIEWERS_PUBLISH_S = 2.0
-# A join or a leave is published this soon (joins within it go in one write): with only the 2 s refresh, a page
-# showed a second viewer up to 3 s late (publish plus the page's 1 s poll), and a CI run timed out on it.
-VIEWERS_CHANGE_S = 0.25
 # The first bytes of every native stream: EventSource reconnects after 1 s, not its default 3 s (issue 12: a 3.09 s
 # gap measured across an API restart).
 RETRY_FRAME = b"retry: 1000\n\n"
@@ -136,10 +131,7 @@ class Hub:
         # On a Cluster one reader per shard (an XREAD stays in one slot); on one Redis one reader reads everything.
         self._sharded = store.sharded
         self._readers: dict[int, Reader] = {}
-        self._watching: dict[str, int] = {}  # generation id -> viewers of this process (replaying or live)
-        self._watching_changed: set[str] = set()
-        self._counts_changed = asyncio.Event()
-        self._publisher: asyncio.Task[None] | None = None
+        self._counts = ViewerCounts(store.presence, self._hub_id)  # viewers per generation, published to Redis
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = HubStats()
@@ -157,46 +149,16 @@ class Hub:
     @property
     def total_watching(self) -> int:
         """Viewers of this process, replaying or live."""
-        return sum(self._watching.values())
+        return self._counts.total
 
     def watching(self, generation_id: str) -> int:
         """Viewers of one generation in this process, replaying or live."""
-        return self._watching.get(generation_id, 0)
+        return self._counts.of(generation_id)
 
     def start(self) -> None:
         """Start the viewer-count publisher (readers start with their first topic)."""
         self._loop = asyncio.get_running_loop()
-        self._publisher = asyncio.create_task(self._publish_viewers_forever(), name="hub-viewers")
-
-    async def _publish_viewers_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        refresh_at = loop.time() + VIEWERS_PUBLISH_S
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._counts_changed.wait(), max(0.0, refresh_at - loop.time()))
-            if loop.time() < refresh_at:  # a change: publish just the generations that changed, soon
-                await asyncio.sleep(VIEWERS_CHANGE_S)
-                changed = self._watching_changed
-                counts = {gid: self._watching.get(gid, 0) for gid in changed}
-            else:  # the refresh: every count, so no entry expires while watched
-                refresh_at = loop.time() + VIEWERS_PUBLISH_S
-                counts = {gid: n for gid, n in self._watching.items() if n > 0}
-                counts |= {gid: 0 for gid in self._watching_changed if gid not in counts}
-            self._watching_changed = set()
-            self._counts_changed.clear()
-            try:
-                await self._store.presence.publish_viewers(counts, self._hub_id)
-            except (RedisError, OSError) as e:
-                logger.warning("hub: could not publish viewer counts: %s", e)
-
-    def _watch(self, generation_id: str, delta: int) -> None:
-        count = self._watching.get(generation_id, 0) + delta
-        if count > 0:
-            self._watching[generation_id] = count
-        else:
-            self._watching.pop(generation_id, None)
-        self._watching_changed.add(generation_id)
-        self._counts_changed.set()
+        self._counts.start()
 
     def drain_soon(self) -> None:
         """``drain`` from a signal handler or another thread: scheduled on the hub's event loop."""
@@ -216,12 +178,7 @@ class Hub:
         """Stop the readers and release their connections."""
         for reader in self._readers.values():
             await reader.close()
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-        with contextlib.suppress(RedisError, OSError):
-            await self._store.presence.publish_viewers(dict.fromkeys(self._watching, 0), self._hub_id)
+        await self._counts.stop()
         for topic in list(self._topics.values()):
             topic.fail(HubUnavailable("server shutting down"))
         for reader in self._readers.values():
@@ -241,7 +198,7 @@ class Hub:
     async def _follow_bytes(
         self, generation_id: str, after: int, fmt: Format, following: Following
     ) -> AsyncGenerator[bytes, None]:
-        self._watch(generation_id, 1)
+        self._counts.watch(generation_id, 1)
         try:
             yield RETRY_FRAME
             async for chunk in self._follow(generation_ref(generation_id), after, BytesView(fmt), following):
@@ -251,12 +208,12 @@ class Hub:
             logger.warning("generation %s: ending event stream, Redis unavailable: %s", generation_id, e)
             yield REDIS_GONE_FRAME
         finally:
-            self._watch(generation_id, -1)
+            self._counts.watch(generation_id, -1)
 
     async def follow_events(self, generation_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
         """Every event after ``after``, typed, in batches: for an encoder that keeps per-viewer state. Ends after
         ``done``, or early (without raising) if Redis becomes unreachable."""
-        self._watch(generation_id, 1)
+        self._counts.watch(generation_id, 1)
         try:
             async for events in self._follow(generation_ref(generation_id), after, EVENTS_VIEW):
                 yield events
@@ -264,7 +221,7 @@ class Hub:
             metrics.REDIS_ERRORS.labels("hub").inc()
             logger.warning("generation %s: ending event stream, Redis unavailable: %s", generation_id, e)
         finally:
-            self._watch(generation_id, -1)
+            self._counts.watch(generation_id, -1)
 
     async def follow_stream(self, ref: StreamRef, after: int) -> AsyncGenerator[list[StoredEvent], None]:
         """Every entry of any stream after ``after``, in batches, from Redis then live, ending after ``done``: a
