@@ -304,6 +304,8 @@ class Hub:
             # The ring starts with the stream's tail, so the viewers joining a generation early (a storm before its
             # first tokens) take every event from memory.
             tail = await self._tail.get(ref)
+            if self._draining:  # began during the read: ``drain`` ended the topics there were, not this one
+                raise HubUnavailable("server shutting down")
             topic = self._topics.get(ref.topic_id)  # another viewer may have opened it meanwhile
             if topic is None:
                 topic = Topic(

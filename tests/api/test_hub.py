@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from reasonq.api import hub_reader
-from reasonq.api.hub import Hub
+from reasonq.api.hub import REDIS_GONE_FRAME, Hub
 from reasonq.shared import keys
 from reasonq.shared.events import CONTENT, DoneEvent, StatusEvent, delta_args, encode_event, event_args
 from reasonq.shared.redis import create_blocking_redis, create_redis
@@ -337,3 +337,36 @@ def test_a_write_the_activity_index_never_saw_is_read_by_the_sweep(
         await _stop(viewers[1:])
 
     hub_runner(body, activity_topics=0)
+
+
+def test_a_viewer_opening_its_topic_while_the_server_drains_is_ended_too(hub_runner: Any) -> None:
+    """Draining ends the topics there are and refuses new ones, but a viewer already past that check, reading the
+    stream's tail to open its topic, opened it after the drain: nothing ended it, and uvicorn cut the response
+    5 s later (a CI run of ``test_an_idle_sse_read_ends_on_time_and_a_shutdown_ends_reads_cleanly``)."""
+
+    async def body(hub: Hub, store: GenerationStore) -> None:
+        producer = Producer(store)
+        await producer.start()
+        entered, release = asyncio.Event(), asyncio.Event()
+        real_tail = store.streams.tail_key
+
+        async def slow_tail(key: str, count: int) -> Any:
+            entered.set()
+            await release.wait()
+            return await real_tail(key, count)
+
+        store.streams.tail_key = slow_tail  # type: ignore[method-assign]
+        frames: list[bytes] = []
+
+        async def read() -> None:
+            async for chunk in hub.follow(producer.gid, producer.seq):  # at the live end: straight to its topic
+                frames.append(chunk)
+
+        viewer = asyncio.create_task(read())
+        await asyncio.wait_for(entered.wait(), 5)
+        hub.drain()  # the server starts shutting down while the viewer opens its topic
+        release.set()
+        await asyncio.wait_for(viewer, 3)
+        assert frames[-1] == REDIS_GONE_FRAME and hub.topic_count == 0  # ends with a hint to resume elsewhere
+
+    hub_runner(body)
