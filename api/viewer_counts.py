@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -80,7 +81,7 @@ class ViewerCounts:
         while True:
             if not refresh and loop.time() >= period_end:
                 refresh = [gid for gid, n in self._watching.items() if n > 0]
-                step = PUBLISH_S / max(1, -(-len(refresh) // REFRESH_PIECE))
+                step = PUBLISH_S / max(1, math.ceil(len(refresh) / REFRESH_PIECE))  # evenly over the period
                 next_piece, period_end = loop.time(), loop.time() + PUBLISH_S
             with contextlib.suppress(TimeoutError):
                 wake_at = next_piece if refresh else period_end

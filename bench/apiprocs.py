@@ -28,20 +28,19 @@ def listening(port: int) -> int:
     return len(_sockets(port, TCP_LISTEN))
 
 
-def _sockets(port: int, state: str) -> list[tuple[int, str]]:
-    """(local port, inode) of the IPv4 sockets in ``state`` on ``port``."""
+def _sockets(port: int, state: str) -> list[str]:
+    """Inodes of the IPv4 sockets in ``state`` on local ``port``."""
     out = []
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        local = int(fields[1].rsplit(":", 1)[1], 16)
-        if fields[3] == state and local == port:
-            out.append((local, fields[9]))
+        if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            out.append(fields[9])
     return out
 
 
 def connections_by_process(port: int, pids: list[int]) -> dict[int, int]:
     """Established connections on ``port`` that each of ``pids`` holds: how the kernel spread the viewers."""
-    inodes = {inode for _, inode in _sockets(port, TCP_ESTABLISHED)}
+    inodes = set(_sockets(port, TCP_ESTABLISHED))
     counts = {}
     for pid in pids:
         held = 0
